@@ -1,0 +1,1 @@
+"""The playground web UI: `client` (HTTP + error mapping), `rendering` (HTML), `app` (Gradio)."""
