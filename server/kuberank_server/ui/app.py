@@ -15,16 +15,9 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr
 
 from kuberank_server.ui.client import PlaygroundError, build_request, rerank
+from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 from kuberank_server.ui.rendering import RESULT_CSS, render_error, render_ranking
 
-# The seed example of the "Rerank server" issue: the third document is the odd one out.
-EXAMPLE_QUERY = "How to optimize database query performance?"
-EXAMPLE_DOCUMENTS = (
-    "Using indexes can speed up queries.",
-    "Regularly cleaning unused data improves IO efficiency.",
-    "Choosing the right data structure is key to algorithm design.",
-    "Caching hot data effectively reduces database pressure.",
-)
 QWEN3_INSTRUCTION_HINT = (
     "Qwen3-Reranker only, e.g. Given a web search query, retrieve relevant passages "
     "that answer the query"
