@@ -128,12 +128,16 @@ class Authenticator:
             if self._rate_limiter is not None:
                 self._rate_limiter.acquire(principal.subject)
         except RateLimitedError:
-            self._metrics.auth_failures_total.labels(reason="rate_limited").inc()
+            self._count_failure("rate_limited")
             raise
         except (AuthenticationError, PermissionDeniedError, SigningKeysUnavailableError) as error:
-            self._metrics.auth_failures_total.labels(reason=error.reason).inc()
+            self._count_failure(error.reason)
             raise
         return principal
+
+    def _count_failure(self, reason: str) -> None:
+        self._metrics.auth_failures_total.labels(reason=reason).inc()
+        logger.debug("request refused by auth: %s", reason)
 
     async def _verified_principal(self, authorization_header: str | None) -> Principal:
         if self._key_source is None:
@@ -176,7 +180,8 @@ class Authenticator:
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway_seconds,
-                options={"require": ["exp"]},
+                # Audience is checked only when configured: without one, any `aud` will do.
+                options={"require": ["exp"], "verify_aud": self._audience is not None},
             )
         except jwt.MissingRequiredClaimError as error:
             reason = _MISSING_CLAIM_REASONS.get(error.claim, "missing_claim")

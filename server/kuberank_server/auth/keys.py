@@ -116,9 +116,10 @@ class JwksKeySource:
                 "token header has no 'kid'; keys come from a JWKS, so it must name one",
                 reason="missing_kid",
             )
-        if self._needs_fetch(kid):
+        if kid not in self._keys or self._is_stale():
+            # Callers queue here behind a fetch in flight and see its result instead of
+            # starting another; the cool-down stops repeats once it is done.
             async with self._lock:
-                # Whoever waited behind a fetch sees its result here instead of fetching again.
                 if self._needs_fetch(kid):
                     await self._fetch()
         jwk = self._keys.get(kid)
@@ -135,13 +136,15 @@ class JwksKeySource:
             )
         return jwk.key
 
+    def _is_stale(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self._cache_seconds
+
     def _needs_fetch(self, kid: str) -> bool:
-        now = self._clock()
-        if self._attempted_at is not None and now - self._attempted_at < self._cooldown_seconds:
-            return False
-        if self._fetched_at is None or now - self._fetched_at >= self._cache_seconds:
-            return True
-        return kid not in self._keys
+        cooling_down = (
+            self._attempted_at is not None
+            and self._clock() - self._attempted_at < self._cooldown_seconds
+        )
+        return not cooling_down and (kid not in self._keys or self._is_stale())
 
     async def _fetch(self) -> None:
         self._attempted_at = self._clock()
