@@ -110,11 +110,11 @@ for _ in $(seq 30); do
   curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   sleep 1
 done
-seed_request='{"query": "How to optimize database query performance?", "documents": [
-  "Using indexes can speed up queries.",
-  "Regularly cleaning unused data improves IO efficiency.",
-  "Choosing the right data structure is key to algorithm design.",
-  "Caching hot data effectively reduces database pressure."]}'
+# The seed example (the third document is the odd one out), from its one definition.
+seed_request=$(.venv/bin/python -c '
+import json
+from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
+print(json.dumps({"query": EXAMPLE_QUERY, "documents": list(EXAMPLE_DOCUMENTS)}))')
 unauthenticated=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
   -d "$seed_request" "http://127.0.0.1:$port/v1/rerank")
 [[ "$unauthenticated" == 401 ]] || fail "a request without a token got $unauthenticated, not 401"
