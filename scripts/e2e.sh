@@ -16,7 +16,7 @@ CLUSTER=${E2E_CLUSTER:-kuberank-e2e}
 RELEASE=kuberank
 OPERATOR_NAMESPACE=kuberank-system
 NAMESPACE=rerank-e2e
-SAMPLE=operator/kuberank_operator/samples/cpu.yaml
+SAMPLE=manifests/samples/rerankerservice-cpu.yaml
 ARTIFACTS=artifacts/e2e
 READY_TIMEOUT=${E2E_READY_TIMEOUT:-900s}
 
