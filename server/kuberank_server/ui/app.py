@@ -36,7 +36,8 @@ def make_rank_handler(server_token: str | None):
         instruction: str,
     ) -> str:
         try:
-            request = build_request(url, query, documents_text, top_n, instruction)
+            # Gradio's number field cannot be left empty: 0 stands for "every document".
+            request = build_request(url, query, documents_text, top_n or None, instruction)
             outcome = rerank(request, page_token.strip() or server_token)
         except PlaygroundError as error:
             return render_error(error)
@@ -67,9 +68,7 @@ def build_playground(endpoint_url: str, server_token: str | None) -> gr.Blocks:
             label="Documents (one per line)", lines=6, placeholder="\n".join(EXAMPLE_DOCUMENTS)
         )
         with gr.Row():
-            top_n = gr.Number(
-                label="top_n (empty: all)", value=None, precision=0, minimum=1, scale=1
-            )
+            top_n = gr.Number(label="top_n (0: all)", value=0, precision=0, minimum=0, scale=1)
             instruction = gr.Textbox(
                 label="Instruction", placeholder=QWEN3_INSTRUCTION_HINT, scale=3
             )
@@ -94,5 +93,11 @@ def build_playground(endpoint_url: str, server_token: str | None) -> gr.Blocks:
 def serve_playground(endpoint_url: str, server_token: str | None, host: str, port: int) -> None:
     """Serve the page until interrupted."""
     build_playground(endpoint_url, server_token).launch(
-        server_name=host, server_port=port, share=False, ssr_mode=False, show_error=False
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,
+        # Gradio's run history would keep every call's inputs, the token field included, in
+        # the browser's storage.
+        run_history=False,
     )

@@ -14,7 +14,7 @@ RESULT_CSS = """
 .kr-summary { margin: 0 0 0.5em; color: var(--body-text-color-subdued); }
 table.kr-ranking { width: 100%; border-collapse: collapse; }
 table.kr-ranking th, table.kr-ranking td {
-  padding: 0.35em 0.6em; border-bottom: 1px solid var(--border-color-primary);
+  padding: 0.35em 0.6em; border: 0 solid var(--border-color-primary); border-bottom-width: 1px;
   text-align: left; vertical-align: middle;
 }
 table.kr-ranking td.kr-rank, table.kr-ranking td.kr-index { width: 4em; text-align: right; }
