@@ -1,0 +1,61 @@
+"""Pure functions from a RerankerService spec to the manifests of its children."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kuberank_operator.builders.autoscaler import build_autoscaler
+from kuberank_operator.builders.cache import build_cache_claim
+from kuberank_operator.builders.common import Owner
+from kuberank_operator.builders.deployment import build_deployment
+from kuberank_operator.builders.disruption import build_disruption_budget
+from kuberank_operator.builders.monitoring import build_service_monitor
+from kuberank_operator.builders.service import build_service
+from kuberank_operator.kube import Resource
+from kuberank_operator.settings import OperatorSettings
+from kuberank_operator.spec import RerankerSpec
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    kind: str
+    resource: Resource
+    # Fields another controller takes over once we stop sending them (the HPA sets a
+    # Deployment's replicas): never removed from the live object, never compared.
+    handed_over: tuple[tuple[str, ...], ...] = ()
+    # Written once: a bound claim's spec is immutable, and replacing it would lose the cache.
+    create_only: bool = False
+
+
+DEPLOYMENT = ChildKind("Deployment", Resource("apps", "v1", "deployments"), (("spec", "replicas"),))
+SERVICE = ChildKind("Service", Resource("", "v1", "services"))
+AUTOSCALER = ChildKind("HorizontalPodAutoscaler", Resource("autoscaling", "v2", "horizontalpodautoscalers"))
+DISRUPTION_BUDGET = ChildKind("PodDisruptionBudget", Resource("policy", "v1", "poddisruptionbudgets"))
+CACHE_CLAIM = ChildKind(
+    "PersistentVolumeClaim", Resource("", "v1", "persistentvolumeclaims"), create_only=True
+)
+SERVICE_MONITOR = ChildKind("ServiceMonitor", Resource("monitoring.coreos.com", "v1", "servicemonitors"))
+
+CHILD_KINDS = (CACHE_CLAIM, DEPLOYMENT, SERVICE, AUTOSCALER, DISRUPTION_BUDGET, SERVICE_MONITOR)
+
+
+def desired_children(
+    owner: Owner, spec: RerankerSpec, settings: OperatorSettings, *, service_monitors: bool
+) -> dict[ChildKind, dict[str, Any] | None]:
+    """Every child kind -> its manifest, or None where that child must not exist.
+
+    `service_monitors` tells whether the cluster serves the ServiceMonitor API at all; without
+    it the ServiceMonitor is left out of the result (neither made nor removed).
+    """
+    children: dict[ChildKind, dict[str, Any] | None] = {
+        CACHE_CLAIM: build_cache_claim(owner, spec.model.cache) if spec.model.cache else None,
+        DEPLOYMENT: build_deployment(owner, spec, settings),
+        SERVICE: build_service(owner, spec),
+        AUTOSCALER: build_autoscaler(owner, spec) if spec.autoscaling.enabled else None,
+        DISRUPTION_BUDGET: build_disruption_budget(owner, spec),
+    }
+    if service_monitors:
+        wanted = spec.monitoring.service_monitor
+        children[SERVICE_MONITOR] = build_service_monitor(owner, spec) if wanted else None
+    return children

@@ -1,0 +1,46 @@
+"""The HorizontalPodAutoscaler (autoscaling/v2) on the servers' Pods metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kuberank_operator.builders.common import Owner, metadata
+from kuberank_operator.spec import RerankerSpec
+
+GPU_UTILIZATION_METRIC = "kuberank_gpu_utilization"
+REQUESTS_WAITING_METRIC = "kuberank_requests_waiting"
+
+
+def _pods_metric(name: str, average: int) -> dict[str, Any]:
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": str(average)},
+        },
+    }
+
+
+def build_autoscaler(owner: Owner, spec: RerankerSpec) -> dict[str, Any]:
+    scaling = spec.autoscaling
+    metrics = []
+    if spec.resources.gpu > 0:
+        metrics.append(_pods_metric(GPU_UTILIZATION_METRIC, scaling.target_gpu_utilization))
+    if scaling.target_requests_waiting is not None:
+        metrics.append(_pods_metric(REQUESTS_WAITING_METRIC, scaling.target_requests_waiting))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(owner),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                }
+            },
+        },
+    }

@@ -1,0 +1,54 @@
+"""What every child shares: its name, labels, owner reference and the server's ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kuberank_operator import API_GROUP, API_VERSION, KIND, FIELD_MANAGER
+
+HTTP_PORT = 8000
+METRICS_PORT = 9100
+SERVER_NAME = "kuberank-server"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The RerankerService the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def selector_labels(owner: Owner) -> dict[str, str]:
+    """The labels that pick this service's pods (immutable in a Deployment's selector)."""
+    return {"app.kubernetes.io/name": SERVER_NAME, "app.kubernetes.io/instance": owner.name}
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return selector_labels(owner) | {
+        "app.kubernetes.io/component": "reranker",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+    }
+
+
+def metadata(owner: Owner, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name or owner.name,
+        "namespace": owner.namespace,
+        "labels": labels(owner),
+        "ownerReferences": [owner.reference],
+        **extra,
+    }

@@ -1,0 +1,216 @@
+"""The Deployment running the rerank server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kuberank_operator.builders.common import (
+    HTTP_PORT,
+    METRICS_PORT,
+    Owner,
+    labels,
+    metadata,
+    selector_labels,
+)
+from kuberank_operator.settings import OperatorSettings
+from kuberank_operator.spec import RerankerSpec
+
+CONTAINER_NAME = "server"
+CACHE_MOUNT = "/var/cache/kuberank"
+PUBLIC_KEY_DIR = "/etc/kuberank/jwt"
+# Pods leave the Service's endpoints asynchronously; this pause before SIGTERM lets the
+# load balancers stop sending new requests before the server starts draining.
+PRE_STOP_SLEEP_SECONDS = 5
+GRACE_MARGIN_SECONDS = 10
+# Generous: a first start downloads the weights (tens of GB for large rerankers).
+STARTUP_PROBE_PERIOD_SECONDS = 10
+STARTUP_PROBE_FAILURES = 180
+SERVER_UID = 1000
+
+
+def server_image(spec: RerankerSpec, settings: OperatorSettings) -> str:
+    if spec.image:
+        return spec.image
+    return settings.gpu_image if spec.resources.gpu > 0 else settings.cpu_image
+
+
+def _plain(name: str, value: object) -> dict[str, Any]:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, list):
+        value = ",".join(value)
+    return {"name": name, "value": str(value)}
+
+
+def _from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """`KUBERANK_*` variables read by `kuberank_server.settings.ServerSettings`."""
+    model, engine, auth, limits = spec.model, spec.engine, spec.auth, spec.limits
+    values: dict[str, object] = {
+        "MODEL": model.name,
+        "REVISION": model.revision,
+        "MODEL_KIND": model.kind,
+        "INSTRUCTION": model.instruction,
+        "MAX_MODEL_LEN": model.max_model_len,
+        "DTYPE": model.dtype,
+        "QUANTIZATION": model.quantization,
+        "GPU_MEMORY_UTILIZATION": engine.gpu_memory_utilization,
+        "ENABLE_CHUNKED_PREFILL": engine.enable_chunked_prefill,
+        "ENABLE_PREFIX_CACHING": engine.enable_prefix_caching,
+        "MAX_NUM_SEQS": engine.max_num_seqs,
+        "ENGINE_EXTRA_ARGS": engine.extra_args or None,
+        "PORT": HTTP_PORT,
+        "METRICS_PORT": METRICS_PORT,
+        "AUTH_MODE": auth.mode,
+        "MAX_DOCUMENTS": limits.max_documents,
+        "MAX_DOCUMENT_TOKENS": limits.max_document_tokens,
+        "MAX_QUERY_TOKENS": limits.max_query_tokens,
+        "TRUNCATE": limits.truncate,
+        "MAX_CONCURRENT_REQUESTS": limits.max_concurrent_requests,
+        "MAX_QUEUED_REQUESTS": limits.max_queued_requests,
+        "DRAIN_TIMEOUT_SECONDS": settings.drain_timeout_seconds,
+    }
+    if auth.mode == "jwt":
+        values |= {
+            "JWT_ALGORITHMS": auth.algorithms,
+            "JWT_ISSUER": auth.issuer,
+            "JWT_AUDIENCE": auth.audience,
+            "JWT_REQUIRED_SCOPES": auth.required_scopes,
+            "JWKS_URL": auth.jwks_url,
+        }
+        if auth.public_key_secret_ref:
+            values["JWT_PUBLIC_KEY_FILE"] = f"{PUBLIC_KEY_DIR}/{auth.public_key_secret_ref.key}"
+    env = [_plain(f"KUBERANK_{key}", value) for key, value in values.items() if value is not None]
+    if auth.mode == "jwt" and auth.secret_ref:
+        env.append(_from_secret("KUBERANK_JWT_SECRET", auth.secret_ref.name, auth.secret_ref.key))
+    env.append({"name": "HF_HOME", "value": CACHE_MOUNT})
+    if model.hf_token_secret_ref:
+        ref = model.hf_token_secret_ref
+        env.append(_from_secret("HF_TOKEN", ref.name, ref.key))
+    return env
+
+
+def _resources(spec: RerankerSpec) -> dict[str, Any]:
+    compute = {"cpu": str(spec.resources.cpu), "memory": str(spec.resources.memory)}
+    limits = dict(compute)
+    if spec.resources.gpu > 0:
+        limits[spec.resources.gpu_resource] = str(spec.resources.gpu)
+    return {"requests": compute, "limits": limits}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts)."""
+    cache: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": owner.name}} if spec.model.cache else {"emptyDir": {}}
+    )
+    volumes = [
+        # vLLM's workers share tensors through /dev/shm; the runtime's default 64 MiB is too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+        {"name": "model-cache", **cache},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-cache", "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
+    ]
+    key_ref = spec.auth.public_key_secret_ref
+    if spec.auth.mode == "jwt" and key_ref:
+        volumes.append({
+            "name": "jwt-public-key",
+            "secret": {"secretName": key_ref.name, "items": [{"key": key_ref.key, "path": key_ref.key}]},
+        })
+        mounts.append({"name": "jwt-public-key", "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _tolerations(spec: RerankerSpec) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
+    if spec.resources.gpu > 0:
+        # GPU node pools are tainted with the GPU resource name (GKE, AKS, the NVIDIA operator).
+        gpu_taint = {"key": spec.resources.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        tolerations.insert(0, gpu_taint)
+    return tolerations
+
+
+def grace_period_seconds(settings: OperatorSettings) -> int:
+    return PRE_STOP_SLEEP_SECONDS + settings.drain_timeout_seconds + GRACE_MARGIN_SECONDS
+
+
+def build_deployment(owner: Owner, spec: RerankerSpec, settings: OperatorSettings) -> dict[str, Any]:
+    volumes, mounts = _volumes(owner, spec)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": server_image(spec, settings),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kuberank-server", "serve"],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": server_env(spec, settings),
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        "startupProbe": _probe("/health", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES),
+        "livenessProbe": _probe("/health", 10, 3),
+        "readinessProbe": _probe("/ready", 5, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    scheduling = spec.scheduling
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": grace_period_seconds(settings),
+        "automountServiceAccountToken": False,  # the server never calls the Kubernetes API
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVER_UID,
+            "runAsGroup": SERVER_UID,
+            "fsGroup": SERVER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "tolerations": _tolerations(spec),
+        "nodeSelector": scheduling.node_selector,
+    }
+    optional = {
+        "affinity": scheduling.affinity,
+        "runtimeClassName": scheduling.runtime_class_name,
+        "priorityClassName": scheduling.priority_class_name,
+        "topologySpreadConstraints": scheduling.topology_spread_constraints,
+    }
+    pod_spec |= {key: value for key, value in optional.items() if value}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(owner)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": STARTUP_PROBE_PERIOD_SECONDS * STARTUP_PROBE_FAILURES + 300,
+        "template": {"metadata": {"labels": labels(owner)}, "spec": pod_spec},
+    }
+    if not spec.autoscaling.enabled:
+        # With autoscaling on, the HPA owns the replica count: never send it then.
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner),
+        "spec": deployment_spec,
+    }

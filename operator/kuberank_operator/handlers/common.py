@@ -1,0 +1,113 @@
+"""Steps shared by the RerankerService handlers and the child-event handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kuberank_operator import API_GROUP, API_VERSION, PLURAL
+from kuberank_operator.apply import Outcome
+from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind
+from kuberank_operator.builders.common import Owner
+from kuberank_operator.builders.service import endpoint_url
+from kuberank_operator.kube import KubeClient, Resource
+from kuberank_operator.runtime import Runtime
+from kuberank_operator.spec import RerankerSpec
+from kuberank_operator.status import Problem, compute_status, condition_of, degraded_only
+
+RERANKER_SERVICES = Resource(API_GROUP, API_VERSION, PLURAL)
+MAX_BACKOFF_SECONDS = 300.0
+
+logger = logging.getLogger(__name__)
+
+
+def backoff_seconds(retry: int) -> float:
+    """2 s, 4 s, 8 s ... up to 5 minutes: a broken spec never becomes a retry storm."""
+    return min(2.0 * 2 ** min(retry, 16), MAX_BACKOFF_SECONDS)
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
+
+
+def announce(body: Mapping[str, Any], kind: ChildKind, name: str, outcome: Outcome) -> None:
+    """An Event on the RerankerService for every change made to a child."""
+    if outcome is not Outcome.UNCHANGED:
+        kopf.event(body, type="Normal", reason=outcome.value, message=f"{outcome.value} {kind.kind} {name}")
+
+
+async def missing_secrets(client: KubeClient, namespace: str, spec: RerankerSpec) -> Problem | None:
+    """Every Secret key the pods will read must exist before anything is applied."""
+    secrets = Resource("", "v1", "secrets")
+    for field, ref in spec.referenced_secrets():
+        secret = await client.get(secrets, namespace, ref.name)
+        if secret is None:
+            message = f"Secret {ref.name!r} named in spec.{field} does not exist in namespace {namespace!r}; create it"
+            return Problem("MissingSecret", message)
+        if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
+            return Problem("MissingSecret", f"Secret {ref.name!r} named in spec.{field} has no key {ref.key!r}")
+    return None
+
+
+def _events_for(body: Mapping[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    old_degraded, new_degraded = condition_of(before, "Degraded"), condition_of(after, "Degraded")
+    if new_degraded.get("status") == "True" and (
+        old_degraded.get("status") != "True" or old_degraded.get("message") != new_degraded.get("message")
+    ):
+        kopf.event(body, type="Warning", reason=new_degraded["reason"], message=new_degraded["message"])
+    elif old_degraded.get("status") == "True" and new_degraded.get("status") == "False":
+        kopf.event(body, type="Normal", reason="Recovered", message="the problem is gone")
+    old_ready, new_ready = condition_of(before, "Ready"), condition_of(after, "Ready")
+    if new_ready and new_ready.get("status") != old_ready.get("status", "False"):
+        kind = "Normal" if new_ready["status"] == "True" else "Warning"
+        kopf.event(body, type=kind, reason=new_ready["reason"], message=new_ready["message"])
+
+
+def previous_status(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The status as we last wrote it; the body a handler got may predate our last write."""
+    owner = owner_of(body)
+    return runtime.statuses.get((owner.namespace, owner.name)) or dict(body.get("status") or {})
+
+
+async def write_status(runtime: Runtime, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+    """Patch the status subresource when something changed, with an Event per transition."""
+    before = previous_status(runtime, body)
+    if all(before.get(key) == value for key, value in status.items()):
+        return
+    owner = owner_of(body)
+    await runtime.client.patch(
+        RERANKER_SERVICES, owner.namespace, owner.name, {"status": status}, "status"
+    )
+    runtime.statuses[owner.namespace, owner.name] = {**before, **status}
+    _events_for(body, before, status)
+
+
+async def report_problem(runtime: Runtime, body: Mapping[str, Any], problem: Problem) -> None:
+    generation = body["metadata"].get("generation")
+    previous = previous_status(runtime, body)
+    await write_status(runtime, body, degraded_only(previous, problem, generation))
+
+
+async def publish_status(
+    runtime: Runtime,
+    body: Mapping[str, Any],
+    spec: RerankerSpec,
+    children: Mapping[ChildKind, dict[str, Any] | None],
+    problem: Problem | None = None,
+) -> None:
+    owner = owner_of(body)
+    status = compute_status(
+        previous=previous_status(runtime, body),
+        generation=body["metadata"].get("generation"),
+        model=spec.model.name,
+        endpoint=endpoint_url(owner, spec),
+        wanted_replicas=None if spec.autoscaling.enabled else spec.replicas,
+        deployment=children.get(DEPLOYMENT),
+        autoscaler=children.get(AUTOSCALER),
+        problem=problem,
+    )
+    await write_status(runtime, body, status)

@@ -1,0 +1,58 @@
+"""A child changed or vanished: put it back if it drifted, and let the status follow it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kuberank_operator.apply import ForeignChildError, converge, is_owned_by
+from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind, desired_children
+from kuberank_operator.handlers.common import announce, owner_of, publish_status
+from kuberank_operator.kube import ApiError
+from kuberank_operator.runtime import Runtime
+from kuberank_operator.spec import InvalidSpecError, parse_spec
+
+logger = logging.getLogger(__name__)
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+async def on_child_event(
+    runtime: Runtime,
+    kind: ChildKind,
+    event_type: str | None,
+    child: Mapping[str, Any],
+    parents: kopf.Index[tuple[str, str], Mapping[str, Any]],
+) -> None:
+    meta = child.get("metadata", {})
+    namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(INSTANCE_LABEL)
+    if not namespace or not parent_name:
+        return
+    async with runtime.lock(namespace, parent_name):
+        # Read the parent inside the lock: a reconcile that just finished may have changed it.
+        parent = next(iter(parents.get((namespace, parent_name), [])), None)
+        if parent is None or not is_owned_by(dict(child), owner_of(parent).uid):
+            return  # its RerankerService is gone (garbage collection follows) or it is not ours
+        try:
+            spec = parse_spec(dict(parent.get("spec") or {}))
+        except InvalidSpecError:
+            return  # the RerankerService's own handler reports it and leaves the children be
+        owner = owner_of(parent)
+        desired = desired_children(owner, spec, runtime.settings, service_monitors=True)
+        live = None if event_type == "DELETED" else dict(child)
+        try:
+            outcome, now = await converge(
+                runtime.client, kind, namespace, parent_name, desired.get(kind), live, owner.uid
+            )
+            announce(parent, kind, parent_name, outcome)
+            if kind in (DEPLOYMENT, AUTOSCALER):
+                other = AUTOSCALER if kind is DEPLOYMENT else DEPLOYMENT
+                children = {kind: now, other: None}
+                if desired.get(other) is not None:
+                    children[other] = await runtime.client.get(other.resource, namespace, parent_name)
+                await publish_status(runtime, parent, spec, children)
+        except (ApiError, ForeignChildError) as exc:
+            # Child events are not retried; the periodic resync of the parent puts it right.
+            logger.warning("could not reconcile %s %s/%s: %s", kind.kind, namespace, parent_name, exc)

@@ -1,0 +1,59 @@
+"""Full, level-triggered reconcile of one RerankerService (create, update, resume, resync)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kuberank_operator.apply import ForeignChildError, converge
+from kuberank_operator.builders import ChildKind, desired_children
+from kuberank_operator.handlers.common import (
+    announce,
+    backoff_seconds,
+    missing_secrets,
+    owner_of,
+    publish_status,
+    report_problem,
+)
+from kuberank_operator.kube import ApiError
+from kuberank_operator.runtime import Runtime
+from kuberank_operator.spec import InvalidSpecError, parse_spec
+from kuberank_operator.status import Problem
+
+
+async def reconcile(runtime: Runtime, body: Mapping[str, Any], retry: int) -> None:
+    owner = owner_of(body)
+    client = runtime.client
+    async with runtime.lock(owner.namespace, owner.name):
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+        except InvalidSpecError as exc:
+            await report_problem(runtime, body, Problem("InvalidSpec", str(exc)))
+            # Nothing to retry until the spec changes (which calls the update handler).
+            raise kopf.PermanentError(f"invalid spec: {exc}") from None
+        try:
+            problem = await missing_secrets(client, owner.namespace, spec)
+            if problem is not None:
+                await report_problem(runtime, body, problem)
+                raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
+            service_monitors = await runtime.service_monitors_available()
+            desired = desired_children(owner, spec, runtime.settings, service_monitors=service_monitors)
+            children: dict[ChildKind, dict[str, Any] | None] = {}
+            for kind, manifest in desired.items():
+                live = await client.get(kind.resource, owner.namespace, owner.name)
+                outcome, children[kind] = await converge(
+                    client, kind, owner.namespace, owner.name, manifest, live, owner.uid
+                )
+                announce(body, kind, owner.name, outcome)
+            await publish_status(runtime, body, spec, children)
+        except ForeignChildError as exc:
+            await report_problem(runtime, body, Problem("NameConflict", str(exc)))
+            raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from None
+        except ApiError as exc:
+            if not exc.transient:
+                # Rejected by the API server (admission, quota, RBAC): tell the user, retry slowly.
+                problem = Problem("ApiRejected", f"the API server refused a change: {exc}")
+                await report_problem(runtime, body, problem)
+            raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from None

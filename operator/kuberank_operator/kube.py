@@ -1,0 +1,144 @@
+"""A thin async Kubernetes API client (httpx) on the credentials Kopf's login produced.
+
+Kopf has no general-purpose client, and the official one is synchronous; this one does
+exactly what the operator needs: get, create, merge-patch (with our field manager), delete,
+and API discovery.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kopf
+
+from kuberank_operator import FIELD_MANAGER
+
+USER_AGENT = f"{FIELD_MANAGER}/0.1.0"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core API
+    version: str
+    plural: str
+
+    @property
+    def api_path(self) -> str:
+        return f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        parts = [self.api_path, "namespaces", namespace, self.plural]
+        parts += [name] if name else []
+        parts += [subresource] if subresource else []
+        return "/".join(parts)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as it is: a conflict, throttling or a server-side failure."""
+        return self.status in (409, 429) or self.status >= 500
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    cadata = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+    context = ssl.create_default_context(cafile=info.ca_path or None, cadata=cadata)  # type: ignore[arg-type]
+    if info.certificate_path and info.private_key_path:
+        context.load_cert_chain(info.certificate_path, info.private_key_path)  # type: ignore[arg-type]
+    return context
+
+
+class KubeClient:
+    def __init__(self, info: kopf.ConnectionInfo, timeout_seconds: float = 30) -> None:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        auth = httpx.BasicAuth(info.username, info.password or "") if info.username else None
+        verify = _ssl_context(info) if info.server.startswith("https") else True
+        self._http = httpx.AsyncClient(
+            base_url=info.server,
+            headers=headers,
+            auth=auth,
+            verify=verify,
+            timeout=timeout_seconds,
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                status = response.json()
+            except ValueError:
+                status = {}
+            raise ApiError(
+                response.status_code,
+                str(status.get("reason") or response.reason_phrase),
+                str(status.get("message") or response.text[:500]),
+            )
+        return response
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self._request("GET", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(response.json())
+
+    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._request(
+            "POST", resource.path(namespace), json=body, params={"fieldManager": FIELD_MANAGER}
+        )
+        return dict(response.json())
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        response = await self._request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            json=patch,
+            params={"fieldManager": FIELD_MANAGER},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        return dict(response.json())
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        try:
+            await self._request(
+                "DELETE", resource.path(namespace, name), params={"propagationPolicy": "Background"}
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def has_resource(self, resource: Resource) -> bool:
+        """Whether the API server serves this resource (e.g. prometheus-operator's CRDs)."""
+        try:
+            response = await self._request("GET", resource.api_path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(item.get("name") == resource.plural for item in response.json().get("resources", []))

@@ -1,0 +1,59 @@
+"""State shared by every handler of one operator process (held in Kopf's memo)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from kuberank_operator.builders import SERVICE_MONITOR
+from kuberank_operator.kube import KubeClient
+from kuberank_operator.settings import OperatorSettings
+
+# prometheus-operator may be installed after us; look again this often.
+DISCOVERY_TTL_SECONDS = 60.0
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    _client: KubeClient | None = None
+    _locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock)
+    )
+    _service_monitors: tuple[float, bool] | None = None
+    # The status each RerankerService got from us last (we are its only writer).
+    statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def connect(self, info: kopf.ConnectionInfo) -> None:
+        self._client = KubeClient(info)
+
+    @property
+    def client(self) -> KubeClient:
+        if self._client is None:
+            raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=5)
+        return self._client
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """One reconcile at a time per RerankerService (Kopf handlers and child events race)."""
+        return self._locks[namespace, name]
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        self.statuses.pop((namespace, name), None)
+
+    async def service_monitors_available(self) -> bool:
+        now = time.monotonic()
+        if self._service_monitors is None or now - self._service_monitors[0] > DISCOVERY_TTL_SECONDS:
+            available = await self.client.has_resource(SERVICE_MONITOR.resource)
+            self._service_monitors = (now, available)
+        return self._service_monitors[1]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,259 @@
+"""kmock's Kubernetes emulator over HTTP, and the real operator in the same process.
+
+The operator runs through `kuberank_operator.cli.run_operator` (what `kuberank-operator`
+runs) and logs in through its own login handler, from a kubeconfig that points at the
+emulator. Every API request the operator makes (Kopf's own and our client's) is recorded.
+
+API (import as `tests.operator.harness`):
+
+    async with emulated_cluster(service_monitors=True) as cluster:   # emulator on 127.0.0.1
+        await cluster.start_operator()          # OperatorSettings(...) optional
+        await cluster.create(RERANKERS, "default", rrs_body)       # test-side writes, HTTP
+        deployment = await cluster.wait_for_object(DEPLOYMENTS, "default", "name")
+        await cluster.wait_until(lambda: ..., "what we wait for")
+        cluster.calls()          # [ApiCall(verb, api_group, resource, subresource, namespace)]
+        cluster.calls(since=n)   # only those after the n-th recorded request
+        await cluster.stop_operator()
+
+`ApiCall.verb` is an RBAC verb: get, list, watch, create, patch, update, delete.
+Test-side requests (the `cluster.create/patch/delete/get` helpers) are not recorded.
+`cluster.emulator` is the `kmock.KubernetesEmulator` (its `objects`, fault injection DSL).
+
+What the emulator is not (covered elsewhere): no garbage collection by ownerReferences
+(the builders' tests check every child carries a controller ownerReference; `make e2e` on
+kind deletes a RerankerService and sees its children go), no scheduler, kubelet or
+controllers (tests play the Deployment controller by patching `status`; the HPA's own
+scaling is prometheus-adapter's and Kubernetes' job, checked on kind), no server-side
+apply or field ownership (JSON merge patches only), no admission (CEL is evaluated by the
+spec tests with cel-python). This stand-in adds what Kopf and the operator rely on from
+a real API server: metadata.uid, creationTimestamp, resourceVersion, and a generation
+that moves on spec changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kmock
+import yaml
+from kmock._internal import rendering
+
+from kuberank_operator.cli import run_operator
+from kuberank_operator.kube import Resource
+from kuberank_operator.settings import OperatorSettings
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "operator/kuberank_operator/crd/rerankerservices.yaml"
+TEST_USER_AGENT = "kuberank-tests"
+ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+RERANKERS = Resource("kuberank.io", "v1alpha1", "rerankerservices")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICES = Resource("", "v1", "services")
+AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
+DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets")
+CLAIMS = Resource("", "v1", "persistentvolumeclaims")
+SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
+SECRETS = Resource("", "v1", "secrets")
+EVENTS = Resource("", "v1", "events")
+
+_KINDS = {
+    RERANKERS: "RerankerService", DEPLOYMENTS: "Deployment", SERVICES: "Service",
+    AUTOSCALERS: "HorizontalPodAutoscaler", DISRUPTION_BUDGETS: "PodDisruptionBudget",
+    CLAIMS: "PersistentVolumeClaim", SERVICE_MONITORS: "ServiceMonitor", SECRETS: "Secret",
+    EVENTS: "Event",
+}
+_VERBS = {
+    kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.action.FETCH: "get",
+    kmock.action.CREATE: "create", kmock.action.UPDATE: "patch", kmock.action.DELETE: "delete",
+}
+
+
+@dataclass(frozen=True, order=True)
+class ApiCall:
+    verb: str
+    api_group: str
+    resource: str
+    subresource: str  # "" for the object itself
+    namespace: str  # "" for cluster-wide requests
+
+
+class ApiServerStandIn(kmock.KubernetesEmulator):
+    """kmock's emulator plus the metadata a real API server maintains."""
+
+    _versions = itertools.count(1)
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        data = request.data if isinstance(request.data, dict) else None
+        if request.action == kmock.action.CREATE and data is not None:
+            meta = data.setdefault("metadata", {})
+            meta.update(
+                uid=str(uuid.uuid4()), generation=1, resourceVersion=str(next(self._versions)),
+                creationTimestamp="2026-01-01T00:00:00Z",
+            )
+            if request.namespace:
+                meta.setdefault("namespace", request.namespace)
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        elif request.action == kmock.action.UPDATE and data is not None and request.resource:
+            key = (request.resource, request.namespace, request.name)
+            meta = data.setdefault("metadata", {})
+            meta["resourceVersion"] = str(next(self._versions))
+            if key in self.objects and not request.subresource and "spec" in data:
+                meta["generation"] = int(self.objects[key]["metadata"].get("generation", 1)) + 1
+        return await super()._handle(request)
+
+
+def _path(resource: Resource, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    return resource.path(namespace, name, sub)
+
+
+class EmulatedCluster:
+    def __init__(self, emulator: ApiServerStandIn, url: str, workdir: Path) -> None:
+        self.emulator = emulator
+        self.url = url
+        self.api = httpx.AsyncClient(base_url=url, headers={"User-Agent": TEST_USER_AGENT})
+        self._workdir = workdir
+        self._operator: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    # ---- the operator ----------------------------------------------------------------------
+    async def start_operator(self, settings: OperatorSettings | None = None) -> None:
+        assert self._operator is None, "the operator is already running"
+        settings = settings or OperatorSettings(liveness_port=0, json_logs=False)
+        kubeconfig = self._workdir / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "operator", "user": {}}],
+            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
+        }))
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        self._stop, ready = asyncio.Event(), asyncio.Event()
+        self._operator = asyncio.create_task(run_operator(settings, stop_flag=self._stop, ready_flag=ready))
+        await asyncio.wait_for(ready.wait(), timeout=30)
+
+    async def stop_operator(self) -> None:
+        if self._operator is None or self._stop is None:
+            return
+        self._stop.set()
+        try:
+            # Kopf ends its own root task by cancelling it once the stop flag is seen.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._operator, timeout=30)
+        finally:
+            self._operator = None
+            os.environ.pop("KUBECONFIG", None)
+
+    # ---- what the operator did -------------------------------------------------------------
+    def calls(self, since: int = 0) -> list[ApiCall]:
+        recorded = []
+        for request in list(self.emulator)[since:]:
+            if request.resource is None or not request.resource.plural:
+                continue  # discovery (/api, /apis/group/version): allowed to every user
+            if request.headers.get("User-Agent") == TEST_USER_AGENT:
+                continue
+            verb = _VERBS.get(request.action) if request.action else None
+            if verb is None:
+                verb = "update" if request.method == kmock.method.PUT else str(request.method).lower()
+            recorded.append(ApiCall(
+                verb=verb, api_group=request.resource.group or "",
+                resource=request.resource.plural or "", subresource=request.subresource or "",
+                namespace=request.namespace or "",
+            ))
+        return recorded
+
+    def request_count(self) -> int:
+        return len(self.emulator)
+
+    # ---- test-side API access (not recorded) -----------------------------------------------
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.api.request(method, path, **kwargs)
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "metadata": {"namespace": namespace, **body.get("metadata", {})}}
+        return await self._call("POST", _path(resource, namespace), json=body)
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self.api.get(_path(resource, namespace, name))
+        return None if response.status_code == 404 else dict(response.json())
+
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._call(
+            "PATCH", _path(resource, namespace, name, subresource), content=json.dumps(patch),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        await self._call("DELETE", _path(resource, namespace, name))
+
+    def objects(self, resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
+        """Live objects of one resource in a namespace, by name (read from the emulator)."""
+        found = {}
+        for (res, ns, name), obj in list(self.emulator.objects.items()):
+            if res.plural == resource.plural and res.group == resource.group and ns == namespace and not obj.deleted:
+                found[name] = obj.raw
+        return found
+
+    async def wait_until(self, condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def wait_for_object(
+        self, resource: Resource, namespace: str, name: str, timeout: float = 20
+    ) -> dict[str, Any]:
+        return await self.wait_until(
+            lambda: self.objects(resource, namespace).get(name),
+            f"{resource.plural} {namespace}/{name}", timeout,
+        )
+
+
+@contextlib.asynccontextmanager
+async def emulated_cluster(
+    workdir: Path, *, service_monitors: bool = True
+) -> AsyncIterator[EmulatedCluster]:
+    emulator = ApiServerStandIn()
+    resources = dict(_KINDS)
+    if not service_monitors:
+        resources.pop(SERVICE_MONITORS)
+    for resource, kind in resources.items():
+        key = f"{resource.group}/{resource.version}/{resource.plural}" if resource.group else f"v1/{resource.plural}"
+        emulator.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, verbs=ALL_VERBS,
+            subresources={"status"} if resource in (RERANKERS, DEPLOYMENTS, AUTOSCALERS) else set(),
+            shortnames={"rrs"} if resource == RERANKERS else set(),
+        )
+    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=ALL_VERBS)
+    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs=ALL_VERBS
+    )
+    async with emulator, kmock.Server(emulator) as server:
+        cluster = EmulatedCluster(emulator, str(server.url).rstrip("/"), workdir)
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        await cluster._call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+        try:
+            yield cluster
+        finally:
+            await cluster.stop_operator()
+            await cluster.api.aclose()
