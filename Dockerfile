@@ -47,9 +47,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid "${APP_UID}" --user-group --create-home kuberank
 COPY --from=server-cpu-build /opt/kuberank /opt/kuberank
+# No usage reports: the pods may have no route out, and have nothing to report.
 ENV PATH=/opt/kuberank/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    HF_HOME=/home/kuberank/.cache/huggingface
+    HF_HOME=/home/kuberank/.cache/huggingface \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8000 9100
 ENTRYPOINT ["kuberank-server"]
@@ -64,7 +67,9 @@ RUN --mount=type=bind,from=source,source=/src,target=/src,rw \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_NO_CACHE_DIR=1 PYTHON=python3 /src/docker/install.sh server \
     && useradd --uid "${APP_UID}" --user-group --create-home kuberank
 ENV PYTHONUNBUFFERED=1 \
-    HF_HOME=/home/kuberank/.cache/huggingface
+    HF_HOME=/home/kuberank/.cache/huggingface \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8000 9100
 ENTRYPOINT ["kuberank-server"]
