@@ -1,0 +1,201 @@
+"""Every child the builders make, for several specs, is valid Kubernetes and says what it should."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from kuberank_operator.builders import (
+    AUTOSCALER,
+    CACHE_CLAIM,
+    DEPLOYMENT,
+    SERVICE_MONITOR,
+    ChildKind,
+    desired_children,
+)
+from kuberank_operator.builders.common import Owner
+from kuberank_operator.builders.deployment import server_env
+from kuberank_operator.settings import OperatorSettings
+from kuberank_operator.spec import parse_spec
+from kuberank_server.settings import ServerSettings
+
+OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
+SETTINGS = OperatorSettings()
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+AUTH = {"secretRef": {"name": "rerank-jwt"}}
+
+SPECS: dict[str, dict[str, Any]] = {
+    "gpu-custom-tolerations": {
+        "model": {"name": "Qwen/Qwen3-Reranker-0.6B", "hfTokenSecretRef": {"name": "hf"}},
+        "auth": AUTH,
+        "resources": {"gpu": 2},
+        "scheduling": {
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "rerank", "effect": "NoSchedule"}],
+            "nodeSelector": {"gpu": "h100"},
+            "runtimeClassName": "nvidia",
+            "priorityClassName": "inference",
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+            "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "ranker"}}}],
+        },
+    },
+    "cpu": {"model": {"name": "m"}, "auth": AUTH, "resources": {"gpu": 0, "cpu": "1", "memory": "2Gi"}},
+    "autoscaling-off": {"model": {"name": "m"}, "auth": AUTH, "autoscaling": {"enabled": False}, "replicas": 3},
+    "cache-on": {"model": {"name": "m", "cache": {"size": "50Gi", "storageClassName": "fast"}}, "auth": AUTH},
+    "monitoring-off-public-key": {
+        "model": {"name": "m"},
+        "auth": {"publicKeySecretRef": {"name": "pem"}, "algorithms": ["RS256"], "issuer": "https://idp"},
+        "monitoring": {"serviceMonitor": False},
+    },
+    "auth-disabled-jwks-free": {"model": {"name": "m"}, "auth": {"mode": "disabled"}},
+}
+
+
+def children(spec: dict[str, Any]) -> dict[ChildKind, dict[str, Any] | None]:
+    return desired_children(OWNER, parse_spec(spec), SETTINGS, service_monitors=True)
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("case", SPECS)
+def test_every_child_is_valid_kubernetes(case: str, version: str) -> None:
+    made = {kind: manifest for kind, manifest in children(SPECS[case]).items() if manifest}
+    for kind, manifest in made.items():
+        assert manifest["metadata"]["ownerReferences"] == [OWNER.reference]
+        assert manifest["metadata"]["labels"] == {
+            "app.kubernetes.io/name": "kuberank-server", "app.kubernetes.io/instance": "ranker",
+            "app.kubernetes.io/component": "reranker", "app.kubernetes.io/managed-by": "kuberank-operator",
+        }
+        if kind is not SERVICE_MONITOR:  # a CRD: kubernetes-validate has no schema for it
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_kubernetes_validate_rejects_what_is_wrong() -> None:
+    deployment = children(SPECS["cpu"])[DEPLOYMENT]
+    assert deployment is not None
+    container(deployment)["imagePullPolicy"] = "Sometimes"
+    container(deployment)["gpus"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, "1.30.0", strict=True)
+
+
+def test_server_env_names_are_server_settings_fields() -> None:
+    for case in SPECS.values():
+        for variable in server_env(parse_spec(case), SETTINGS):
+            name = variable["name"]
+            if name.startswith("KUBERANK_"):
+                assert name.removeprefix("KUBERANK_").lower() in ServerSettings.model_fields, name
+
+
+def test_server_reads_the_env_the_operator_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parse_spec({**SPECS["gpu-custom-tolerations"], "engine": {"extraArgs": ["--enforce-eager"]}})
+    for variable in server_env(spec, SETTINGS):
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    settings = ServerSettings()
+    assert (settings.model, settings.max_model_len, settings.engine_extra_args) == (
+        "Qwen/Qwen3-Reranker-0.6B", 32768, ["--enforce-eager"]
+    )
+    assert settings.jwt_required_scopes == ["rerank"] and settings.enable_prefix_caching is True
+    assert settings.drain_timeout_seconds == SETTINGS.drain_timeout_seconds
+
+
+def test_gpu_pod_scheduling_and_lifecycle() -> None:
+    deployment = children(SPECS["gpu-custom-tolerations"])[DEPLOYMENT]
+    assert deployment is not None
+    pod = deployment["spec"]["template"]["spec"]
+    server = container(deployment)
+    assert server["image"] == SETTINGS.gpu_image and server["command"] == ["kuberank-server", "serve"]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "rerank", "effect": "NoSchedule"},
+    ]
+    assert (pod["nodeSelector"], pod["runtimeClassName"], pod["priorityClassName"]) == (
+        {"gpu": "h100"}, "nvidia", "inference"
+    )
+    assert pod["affinity"]["nodeAffinity"] and pod["topologySpreadConstraints"][0]["maxSkew"] == 1
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in server["env"]
+    assert {"name": "KUBERANK_JWT_SECRET", "valueFrom": {"secretKeyRef": {"name": "rerank-jwt", "key": "secret"}}} in server["env"]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/health"
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60  # weights download
+    pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + SETTINGS.drain_timeout_seconds
+    assert server["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert server["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+
+
+def test_cpu_pod_uses_the_cpu_image_and_no_gpu() -> None:
+    made = children({**SPECS["cpu"], "autoscaling": {"targetRequestsWaiting": 4}})
+    deployment, autoscaler = made[DEPLOYMENT], made[AUTOSCALER]
+    assert deployment is not None and autoscaler is not None
+    server = container(deployment)
+    assert server["image"] == SETTINGS.cpu_image
+    assert "nvidia.com/gpu" not in server["resources"]["limits"]
+    assert deployment["spec"]["template"]["spec"]["tolerations"] == []
+    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == ["kuberank_requests_waiting"]
+
+
+def test_autoscaler_metrics_and_window() -> None:
+    spec = {**SPECS["cache-on"], "autoscaling": {"targetGPUUtilization": 60, "scaleDownStabilizationSeconds": 120}}
+    autoscaler = children(spec)[AUTOSCALER]
+    assert autoscaler is not None
+    targets = {m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"] for m in autoscaler["spec"]["metrics"]}
+    assert targets == {"kuberank_gpu_utilization": "60", "kuberank_requests_waiting": "8"}
+    assert autoscaler["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
+    no_queue = {**SPECS["cache-on"], "autoscaling": {"targetRequestsWaiting": None}}
+    autoscaler = children(no_queue)[AUTOSCALER]
+    assert autoscaler is not None
+    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == ["kuberank_gpu_utilization"]
+
+
+def test_autoscaling_off_means_no_hpa_and_fixed_replicas() -> None:
+    made = children(SPECS["autoscaling-off"])
+    assert made[AUTOSCALER] is None
+    deployment = made[DEPLOYMENT]
+    assert deployment is not None and deployment["spec"]["replicas"] == 3
+
+
+def test_cache_is_a_claim_mounted_as_hf_home() -> None:
+    made = children(SPECS["cache-on"])
+    claim, deployment = made[CACHE_CLAIM], made[DEPLOYMENT]
+    assert claim is not None and deployment is not None
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "ranker"}
+    hf_home = next(e["value"] for e in container(deployment)["env"] if e["name"] == "HF_HOME")
+    assert {"name": "model-cache", "mountPath": hf_home} in container(deployment)["volumeMounts"]
+    assert children(SPECS["cpu"])[CACHE_CLAIM] is None
+
+
+def test_monitoring_off_and_public_key_file() -> None:
+    made = children(SPECS["monitoring-off-public-key"])
+    assert made[SERVICE_MONITOR] is None
+    assert SERVICE_MONITOR in made  # None: remove one that exists
+    deployment = made[DEPLOYMENT]
+    assert deployment is not None
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    assert env["KUBERANK_JWT_PUBLIC_KEY_FILE"] == "/etc/kuberank/jwt/public.pem"
+    assert env["KUBERANK_JWT_ALGORITHMS"] == "RS256" and "KUBERANK_JWT_SECRET" not in env
+    no_api = desired_children(OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False)
+    assert SERVICE_MONITOR not in no_api  # no such API: neither made nor removed
+
+
+def test_service_monitor_scrapes_the_metrics_port() -> None:
+    monitor = children(SPECS["cache-on"])[SERVICE_MONITOR]
+    assert monitor is not None
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]

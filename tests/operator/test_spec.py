@@ -1,0 +1,171 @@
+"""The CRD's schema, defaults and CEL rules, and spec.py agreeing with them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import pytest
+import yaml
+
+from kuberank_operator.spec import InvalidSpecError, RerankerSpec, parse_spec
+
+OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator/kuberank_operator"
+CRD = yaml.safe_load((OPERATOR_DIR / "crd/rerankerservices.yaml").read_text())
+VERSION = CRD["spec"]["versions"][0]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+SAMPLES = sorted((OPERATOR_DIR / "samples").glob("*.yaml"))
+
+
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """Structural defaulting as the API server does it: a default fills an absent field."""
+    if isinstance(value, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = apply_defaults(value[key], sub)
+    elif isinstance(value, list) and "items" in schema:
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def to_openapi_jsonschema(schema: Any) -> Any:
+    """OpenAPI v3 `nullable` -> JSON Schema, so jsonschema can check the same thing."""
+    if isinstance(schema, dict):
+        converted = {k: to_openapi_jsonschema(v) for k, v in schema.items() if not k.startswith("x-")}
+        if converted.pop("nullable", False) and "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        if converted.get("exclusiveMinimum") is True:
+            converted["exclusiveMinimum"] = converted.pop("minimum")
+        return converted
+    if isinstance(schema, list):
+        return [to_openapi_jsonschema(item) for item in schema]
+    return schema
+
+
+def cel_rules(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    found = [(path, rule) for rule in schema.get("x-kubernetes-validations", [])]
+    for key, sub in schema.get("properties", {}).items():
+        found += cel_rules(sub, (*path, key))
+    return found
+
+
+def cel_violations(obj: dict[str, Any]) -> list[str]:
+    """Evaluate every CEL rule of the CRD on a defaulted object with cel-python."""
+    environment = celpy.Environment()
+    messages = []
+    for path, rule in cel_rules(SCHEMA):
+        target: Any = obj
+        for key in path:
+            target = target[key]
+        program = environment.program(environment.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(target)}):
+            messages.append(rule["message"])
+    return messages
+
+
+def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
+    return apply_defaults(copy.deepcopy(obj), SCHEMA)
+
+
+def rrs(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kuberank.io/v1alpha1", "kind": "RerankerService",
+            "metadata": {"name": "r"}, "spec": {"model": {"name": "m"}, **spec}}
+
+
+HS_KEY = {"secretRef": {"name": "jwt"}}
+
+# (spec fields, the CEL message expected or None when valid)
+CASES = [
+    ({"auth": HS_KEY}, None),
+    ({"auth": {"mode": "disabled"}}, None),
+    ({"auth": {"jwksURL": "https://idp.example/jwks"}, "autoscaling": {"minReplicas": 4}}, None),
+    ({"auth": HS_KEY, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not be greater"),
+    ({"auth": HS_KEY, "autoscaling": {"enabled": False, "minReplicas": 5, "maxReplicas": 2}}, None),
+    ({}, "needs exactly one key source"),
+    ({"auth": {**HS_KEY, "jwksURL": "https://idp.example/jwks"}}, "needs exactly one key source"),
+    ({"auth": {"publicKeySecretRef": {"name": "pem"}, "jwksURL": "https://x/jwks"}}, "exactly one key source"),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), CASES)
+def test_cel_rules_and_spec_model_agree(spec: dict[str, Any], expected: str | None) -> None:
+    obj = defaulted(rrs(**spec))
+    violations = cel_violations(obj)
+    if expected is None:
+        assert violations == []
+        parse_spec(obj["spec"])
+    else:
+        assert len(violations) == 1 and expected in violations[0]
+        with pytest.raises(InvalidSpecError, match=expected):
+            parse_spec(obj["spec"])
+
+
+def test_gpu_rule_is_evaluated() -> None:
+    obj = defaulted(rrs(auth=HS_KEY, resources={"gpu": -1}))
+    assert cel_violations(obj) == ["resources.gpu must be 0 (a CPU pod) or more"]
+    with pytest.raises(InvalidSpecError, match=r"spec\.resources\.gpu"):
+        parse_spec(obj["spec"])
+
+
+def test_spec_model_defaults_are_the_crds() -> None:
+    minimal = defaulted(rrs(auth=HS_KEY))["spec"]
+    model_view = RerankerSpec.model_validate({"model": {"name": "m"}, "auth": HS_KEY}).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    # The CRD leaves optional objects (cache, hfTokenSecretRef) absent; so does the model.
+    assert model_view == minimal
+
+
+def test_every_field_has_a_description() -> None:
+    def undocumented(schema: dict[str, Any], path: str) -> list[str]:
+        missing = [] if "description" in schema or path in ("", ".metadata") else [path]
+        for key, sub in schema.get("properties", {}).items():
+            missing += undocumented(sub, f"{path}.{key}")
+        if schema.get("items", {}).get("type") == "object":  # scalar items: the list's text
+            missing += undocumented(schema["items"], f"{path}[]")
+        return missing
+
+    assert undocumented(SCHEMA, "") == []
+
+
+def test_crd_names_columns_and_status() -> None:
+    names = CRD["spec"]["names"]
+    assert (names["shortNames"], names["categories"]) == (["rrs"], ["kuberank"])
+    assert VERSION["subresources"] == {"status": {}}
+    columns = [column["name"] for column in VERSION["additionalPrinterColumns"]]
+    assert columns == ["Model", "Ready", "Replicas", "Endpoint", "Age"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda path: f"{path.stem}-sample")
+def test_samples_validate_against_the_crd(sample: Path) -> None:
+    obj = defaulted(yaml.safe_load(sample.read_text()))
+    jsonschema.validate(obj, to_openapi_jsonschema(SCHEMA))
+    assert cel_violations(obj) == []
+    parse_spec(obj["spec"])
+
+
+def test_there_is_a_gpu_and_a_cpu_sample() -> None:
+    gpus = {yaml.safe_load(path.read_text())["spec"]["resources"]["gpu"] for path in SAMPLES}
+    assert 0 in gpus and any(gpu > 0 for gpu in gpus)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"model": {"name": "m"}, "auth": HS_KEY, "image": "Bad Image"}, r"spec\.image"),
+        ({"model": {"name": "m"}, "auth": HS_KEY, "engine": {"extraArgs": ["--a,b"]}}, "comma"),
+        ({"model": {"name": "m"}, "auth": HS_KEY, "resources": {"gpu": 0}}, "CPU pod"),
+        ({"model": {"name": "m"}, "auth": HS_KEY, "replicaz": 2}, r"spec\.replicaz: Extra inputs"),
+        ({"auth": HS_KEY}, r"spec\.model: Field required"),
+    ],
+)
+def test_bad_specs_get_a_message_naming_the_field(spec: dict[str, Any], message: str) -> None:
+    if "resources" in spec:
+        spec["autoscaling"] = {"targetRequestsWaiting": None}
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec(spec)
