@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 TOKEN_ENV = "KUBERANK_UI_TOKEN"  # noqa: S105 - a variable name, not a secret
 
@@ -32,12 +33,30 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from kuberank_server.ui.app import serve_playground
+    try:
+        from kuberank_server.ui.app import serve_playground
+    except ModuleNotFoundError as missing:
+        if missing.name != "gradio":
+            raise
+        print(
+            "kuberank-server ui needs Gradio: pip install 'kuberank[ui]'",
+            file=sys.stderr,
+        )
+        return 2
 
-    serve_playground(
-        endpoint_url=args.url,
-        server_token=os.environ.get(TOKEN_ENV) or None,
-        host=args.host,
-        port=args.port,
-    )
+    try:
+        serve_playground(
+            endpoint_url=args.url,
+            server_token=os.environ.get(TOKEN_ENV) or None,
+            host=args.host,
+            port=args.port,
+        )
+    except OSError:
+        # Gradio's own message speaks of launch() parameters, not of this command's flags.
+        print(
+            f"kuberank-server ui: cannot listen on {args.host}:{args.port}; "
+            "is it taken? Choose another --port or --host.",
+            file=sys.stderr,
+        )
+        return 1
     return 0

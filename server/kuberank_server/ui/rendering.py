@@ -12,7 +12,7 @@ from kuberank_server.ui.client import PlaygroundError, RerankOutcome
 # Scoped to the result component by Gradio (`gr.HTML(css_template=...)`).
 RESULT_CSS = """
 .kr-summary { margin: 0 0 0.5em; color: var(--body-text-color-subdued); }
-table.kr-ranking { width: 100%; border-collapse: collapse; }
+table.kr-ranking { width: 100%; border-collapse: collapse; border: 0; }
 table.kr-ranking th, table.kr-ranking td {
   padding: 0.35em 0.6em; border: 0 solid var(--border-color-primary); border-bottom-width: 1px;
   text-align: left; vertical-align: middle;
