@@ -1,0 +1,103 @@
+"""README's first command: `make run` serves, and the curl it prints returns the seed example
+ranked (the third document, the odd one out, last).
+
+`make run` is run as a newcomer runs it (its set-up already done, so `-o` skips re-checking
+it), on free ports through the `KUBERANK_*` variables the server reads, with a real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support import engine_test_env, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_SECONDS = 300
+
+
+@pytest.fixture(scope="module")
+def printed_curl(artifacts_dir: Path) -> Iterator[str]:
+    """Start `make run`, and yield the curl command line it prints once ready."""
+    env = engine_test_env() | {
+        "KUBERANK_PORT": str(free_port()),
+        "KUBERANK_METRICS_PORT": str(free_port()),
+    }
+    env.pop("KUBERANK_JWT_SECRET", None)  # `--dev` mints its own key, as for a newcomer
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # one process group: make and the server stop together
+    )
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    log_path = artifacts_dir / "make-run.log"
+
+    def pump(stdout: Iterator[str]) -> None:
+        with log_path.open("w") as log:
+            for line in stdout:
+                log.write(line)
+                log.flush()
+                lines.put(line)
+
+    threading.Thread(target=pump, args=(process.stdout,), daemon=True).start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or process.poll() is not None:
+                pytest.fail(f"`make run` printed no curl (see {log_path}):\n"
+                            + log_path.read_text()[-3000:])  # fmt: skip
+            try:
+                line = lines.get(timeout=min(remaining, 1))
+            except queue.Empty:
+                continue
+            if line.startswith("curl "):
+                yield line.strip()
+                return
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _run_in_bash(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+
+
+@pytest.mark.engine
+def test_the_printed_curl_ranks_the_seed_example_third_document_last(printed_curl: str) -> None:
+    result = _run_in_bash(printed_curl)
+
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    ranking = [item["index"] for item in body["results"]]
+    scores = [item["relevance_score"] for item in body["results"]]
+    assert sorted(ranking) == [0, 1, 2, 3]
+    assert ranking[-1] == 2, f"the third document should rank last: {body}"
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.engine
+def test_the_printed_curl_works_because_of_its_token(printed_curl: str) -> None:
+    assert "Authorization: Bearer " in printed_curl
+    without_token = printed_curl.replace("-H 'Authorization: Bearer ", "-H 'X-Dropped: ")
+    assert without_token != printed_curl
+    result = _run_in_bash(without_token + " -o /dev/null -w '%{http_code}'")
+    assert result.stdout == "401"
