@@ -135,7 +135,7 @@ def test_a_secret_file_flag_takes_the_key_from_that_file(tmp_path: Path) -> None
         pytest.param(
             ("--subject", "svc", "--ttl", "0"),
             {"KUBERANK_JWT_SECRET": SECRET},
-            "--ttl must be positive",
+            "lifetime must be positive",
             id="zero ttl",
         ),
         pytest.param(

@@ -5,9 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from kuberank_server.auth.algorithms import (
+    AuthConfigurationError,
+    check_algorithms,
+    check_secret_length,
+    key_fits_algorithm,
+)
+from kuberank_server.auth.keys import read_secret_file
+from kuberank_server.settings import ServerSettings
 
 
 def mint_token(
@@ -44,3 +55,75 @@ def mint_token(
     if audience is not None:
         claims["aud"] = audience
     return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
+
+
+def mint_token_from_settings(
+    settings: ServerSettings,
+    *,
+    subject: str,
+    scopes: Sequence[str] | None = None,
+    ttl_seconds: int = 3600,
+    kid: str | None = None,
+    secret_file: Path | None = None,
+    private_key_file: Path | None = None,
+) -> str:
+    """A token that a server configured by `settings` accepts: its issuer, audience, first
+    fitting algorithm and, unless given, its required scopes.
+
+    The key is `private_key_file`, else `secret_file`, else the settings' own shared secret;
+    AuthConfigurationError when there is none (a server verifying public keys only holds no
+    key to sign with) or it does not fit the configured algorithms.
+    """
+    if ttl_seconds <= 0:
+        raise AuthConfigurationError(f"the token lifetime must be positive, got {ttl_seconds}")
+    key, algorithm = (
+        _private_key(private_key_file, settings)
+        if private_key_file is not None
+        else _shared_secret(settings, secret_file)
+    )
+    return mint_token(
+        key=key,
+        subject=subject,
+        scopes=settings.jwt_required_scopes if scopes is None else scopes,
+        ttl_seconds=ttl_seconds,
+        algorithm=algorithm,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        kid=kid,
+    )
+
+
+def _shared_secret(settings: ServerSettings, secret_file: Path | None) -> tuple[bytes, str]:
+    if secret_file is not None:
+        source, secret = "--secret-file", read_secret_file(secret_file)
+    elif settings.jwt_secret is not None:
+        source, secret = "KUBERANK_JWT_SECRET", settings.jwt_secret.get_secret_value().encode()
+    elif settings.jwt_secret_file is not None:
+        source, secret = "KUBERANK_JWT_SECRET_FILE", read_secret_file(settings.jwt_secret_file)
+    else:
+        raise AuthConfigurationError(
+            "no signing key: pass --secret-file or --private-key-file, or set "
+            "KUBERANK_JWT_SECRET / KUBERANK_JWT_SECRET_FILE"
+        )
+    algorithms = check_algorithms(settings.jwt_algorithms, hmac=True, key_source=source)
+    check_secret_length(secret, algorithms, key_source=source)
+    return secret, algorithms[0]
+
+
+def _private_key(path: Path, settings: ServerSettings) -> tuple[bytes, str]:
+    try:
+        pem = path.read_bytes()
+        public_key = load_pem_private_key(pem, password=None).public_key()
+    except OSError as error:
+        raise AuthConfigurationError(f"cannot read {path}: {error.strerror}") from None
+    except (ValueError, TypeError):
+        raise AuthConfigurationError(f"{path} holds no unencrypted PEM private key") from None
+    algorithms = check_algorithms(
+        settings.jwt_algorithms, hmac=False, key_source="--private-key-file"
+    )
+    fitting = [algorithm for algorithm in algorithms if key_fits_algorithm(public_key, algorithm)]
+    if not fitting:
+        raise AuthConfigurationError(
+            f"the key in {path} fits none of KUBERANK_JWT_ALGORITHMS ({', '.join(algorithms)})"
+        )
+    return pem, fitting[0]
