@@ -35,7 +35,9 @@ SAMPLE_SOURCES = {
 
 OPERATOR_CHART = REPO_ROOT / "charts" / "kuberank"
 CHART_CRD = OPERATOR_CHART / "files" / "crds" / "rerankerservices.yaml"
-CHART_SAMPLES = {kind: OPERATOR_CHART / "files" / "samples" / f"{kind}.yaml" for kind in SAMPLE_SOURCES}
+CHART_SAMPLES = {
+    kind: OPERATOR_CHART / "files" / "samples" / f"{kind}.yaml" for kind in SAMPLE_SOURCES
+}
 
 MONITORING_CHART = REPO_ROOT / "charts" / "kuberank-monitoring"
 ADAPTER_RULES = MONITORING_CHART / "files" / "adapter-rules.yaml"
@@ -87,9 +89,7 @@ def _strip_leading_comments(text: str) -> str:
 
 
 def _copy_of(source: Path) -> str:
-    return _header(str(source.relative_to(REPO_ROOT))) + _strip_leading_comments(
-        source.read_text()
-    )
+    return _header(str(source.relative_to(REPO_ROOT))) + _strip_leading_comments(source.read_text())
 
 
 def adapter_values() -> str:
@@ -123,9 +123,18 @@ def chart_files() -> dict[Path, str]:
 
 def helm_template(chart: Path, *args: str) -> str:
     result = subprocess.run(
-        [str(HELM), "template", MANIFESTS_RELEASE, str(chart),
-         "--namespace", MANIFESTS_NAMESPACE, *args],
-        capture_output=True, text=True, check=False,
+        [
+            str(HELM),
+            "template",
+            MANIFESTS_RELEASE,
+            str(chart),
+            "--namespace",
+            MANIFESTS_NAMESPACE,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"helm template {' '.join(args)} failed:\n{result.stderr}")
@@ -178,15 +187,20 @@ def manifests(chart: Path) -> dict[Path, str]:
         files[MANIFESTS / name] = _header(source) + "---\n".join(documents)
     for kind in SAMPLE_SOURCES:
         sample = helm_template(
-            chart, "--set", "sample.enabled=true", "--set", f"sample.kind={kind}",
-            "--show-only", "templates/sample.yaml",
+            chart,
+            "--set",
+            "sample.enabled=true",
+            "--set",
+            f"sample.kind={kind}",
+            "--show-only",
+            "templates/sample.yaml",
         )
         usage = (
             "# A sample RerankerService; apply it into a namespace of your choice after the\n"
-            "# operator (kubectl apply -n <ns> -f ...). It verifies tokens with an HS256 key in the\n"
-            "# Secret rerank-jwt of that namespace; create one first:\n"
+            "# operator (kubectl apply -n <ns> -f ...). It verifies tokens with an HS256 key\n"
+            "# in the Secret rerank-jwt of that namespace; create one first:\n"
             "#   kubectl create secret generic rerank-jwt -n <ns> \\\n"
-            "#     --from-literal=secret=\"$(openssl rand -hex 32)\"\n"
+            '#     --from-literal=secret="$(openssl rand -hex 32)"\n'
         )
         files[MANIFESTS / "samples" / f"rerankerservice-{kind}.yaml"] = (
             _header(source) + usage + "".join(split_documents(sample))
@@ -211,8 +225,9 @@ def generate() -> dict[Path, str]:
 
 def stale_files(files: dict[Path, str]) -> list[Path]:
     """Generated files whose content on disk differs, and files in manifests/ nobody makes."""
-    stale = [path for path, content in files.items()
-             if not path.exists() or path.read_text() != content]
+    stale = [
+        path for path, content in files.items() if not path.exists() or path.read_text() != content
+    ]
     stale += [path for path in MANIFESTS.rglob("*.yaml") if path not in files]
     return sorted(stale)
 
@@ -233,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(files[path])
         else:
             path.unlink()
-        print(f"wrote {path.relative_to(REPO_ROOT)}" if path in files
-              else f"removed {path.relative_to(REPO_ROOT)}")
+        print(
+            f"wrote {path.relative_to(REPO_ROOT)}"
+            if path in files
+            else f"removed {path.relative_to(REPO_ROOT)}"
+        )
     return 0
 
 
