@@ -29,8 +29,8 @@ HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 OPERATOR_PACKAGE = REPO_ROOT / "operator" / "kuberank_operator"
 CRD_SOURCE = OPERATOR_PACKAGE / "crd" / "rerankerservices.yaml"
 SAMPLE_SOURCES = {
-    "gpu": OPERATOR_PACKAGE / "samples" / "rerankerservice-gpu.yaml",
-    "cpu": OPERATOR_PACKAGE / "samples" / "rerankerservice-cpu.yaml",
+    "gpu": OPERATOR_PACKAGE / "samples" / "gpu.yaml",
+    "cpu": OPERATOR_PACKAGE / "samples" / "cpu.yaml",
 }
 
 OPERATOR_CHART = REPO_ROOT / "charts" / "kuberank"
@@ -57,6 +57,7 @@ MANIFEST_FILES = {
     "Role": "02-rbac.yaml",
     "RoleBinding": "02-rbac.yaml",
     "Deployment": "03-operator.yaml",
+    "NetworkPolicy": "03-operator.yaml",
 }
 
 
