@@ -7,7 +7,16 @@ turns it (and FastAPI's own validation errors) into
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class KuberankError(Exception):
@@ -52,9 +61,7 @@ class PermissionDeniedError(KuberankError):
     error_type = "permission_error"
 
     def __init__(self, message: str, *, reason: str = "missing_scope") -> None:
-        super().__init__(
-            message, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
-        )
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
         self.reason = reason
 
 
@@ -79,3 +86,60 @@ class NotReadyError(KuberankError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "5"})
+
+
+class InternalServerError(KuberankError):
+    """Anything unexpected: logged with its traceback, answered without internals."""
+
+
+def error_response(error: KuberankError) -> JSONResponse:
+    return JSONResponse(error.envelope(), status_code=error.status_code, headers=error.headers)
+
+
+def validation_error(errors: Sequence[Any]) -> KuberankError:
+    """FastAPI's body validation errors as one envelope: 400 for unparsable JSON, else 422."""
+    first = dict(errors[0]) if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError(f"request body is not valid JSON: {first.get('msg', '')}")
+    param = ".".join(location) or None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+        for e in errors
+    )
+    return UnprocessableEntityError(message, param=param)
+
+
+class UnprocessableEntityError(KuberankError):
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_kuberank_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, KuberankError)
+        return error_response(error)
+
+    async def on_validation_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        return error_response(validation_error(error.errors()))
+
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        envelope = {
+            "error": {"type": _HTTP_ERROR_TYPES.get(error.status_code, "http_error"),
+                      "message": str(error.detail), "param": None}
+        }  # fmt: skip
+        return JSONResponse(envelope, status_code=error.status_code, headers=error.headers)
+
+    async def on_unexpected_error(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(InternalServerError("internal server error"))
+
+    app.add_exception_handler(KuberankError, on_kuberank_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+
+
+_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}

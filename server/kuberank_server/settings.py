@@ -89,6 +89,11 @@ class ServerSettings(BaseSettings):
     drain_timeout_seconds: float = Field(
         20, ge=0, description="bound on finishing in-flight requests after SIGTERM"
     )
+    golden_query_check: bool = Field(
+        True,
+        description="ready only once a built-in golden query ranks its relevant document first;"
+        " off only for models that are not trained rerankers (random test checkpoints)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="before")

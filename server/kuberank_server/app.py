@@ -1,0 +1,147 @@
+"""`create_app`: the FastAPI application around one scorer.
+
+The lifespan starts the engine in the background (so `/health` answers at once and `/ready`
+says 503 while loading), then runs the golden query; only if it ranks its relevant document
+first does the server turn ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from kuberank_server import __version__
+from kuberank_server.auth import Authenticator
+from kuberank_server.engine.prompts import TokenLimits
+from kuberank_server.engine.scorer import Scorer
+from kuberank_server.errors import NotReadyError, error_response, install_error_handlers
+from kuberank_server.lifecycle import Admission, Lifecycle
+from kuberank_server.metrics import ServerMetrics
+from kuberank_server.middleware import BodyGuard, RequestObserver
+from kuberank_server.rerank.api_router import router as rerank_router
+from kuberank_server.rerank.serving import RerankService, new_request_id
+from kuberank_server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+GOLDEN_QUERY = "What is the capital of France?"
+GOLDEN_DOCUMENTS = (
+    "Bananas are a good source of potassium.",
+    "Paris is the capital and largest city of France.",
+    "A basketball team has five players on the court.",
+)
+GOLDEN_RELEVANT_INDEX = 1
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    scorer: Scorer | None = None,
+    metrics: ServerMetrics | None = None,
+    on_engine_failure: Callable[[], None] | None = None,
+) -> FastAPI:
+    """An app serving `scorer` (owned by the caller), or one that starts its own engine
+    from `settings` (and calls `on_engine_failure` if that fails)."""
+    metrics = metrics or ServerMetrics()
+    lifecycle = Lifecycle()
+    authenticator = Authenticator.from_settings(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        startup = asyncio.create_task(_start_serving(app, settings, scorer, on_engine_failure))
+        try:
+            yield
+        finally:
+            startup.cancel()
+            await authenticator.aclose()
+            own_scorer = getattr(app.state, "scorer", None)
+            if scorer is None and own_scorer is not None:
+                own_scorer.shutdown()
+
+    app = FastAPI(
+        title="kuberank rerank server",
+        version=__version__,
+        lifespan=lifespan,
+        description="Every rerank dialect (Jina, vLLM, Cohere v2, TEI, NIM) over vLLM.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
+    app.state.authenticator = authenticator
+    app.state.admission = Admission(
+        settings.max_concurrent_requests, settings.max_queued_requests, metrics
+    )
+    install_error_handlers(app)
+    app.include_router(rerank_router)
+    _add_probes(app, lifecycle)
+    # Outermost last: the observer sees (and counts) the guard's 413/415 answers too.
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=metrics, lifecycle=lifecycle)
+    return app
+
+
+def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
+    @app.get("/health", tags=["probes"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process serves HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["probes"], responses={503: {"description": "not ready"}})
+    async def ready() -> Any:
+        """Readiness: the engine is loaded, the golden query passed, and no drain began."""
+        if lifecycle.state != "ready":
+            return error_response(NotReadyError(f"not ready: {lifecycle.reason}"))
+        return {"status": "ready"}
+
+
+async def _start_serving(
+    app: FastAPI,
+    settings: ServerSettings,
+    scorer: Scorer | None,
+    on_engine_failure: Callable[[], None] | None,
+) -> None:
+    lifecycle: Lifecycle = app.state.lifecycle
+    if scorer is None:
+        try:
+            scorer = await Scorer.start(settings)
+        except Exception as error:
+            log.exception("the vLLM engine failed to start")
+            lifecycle.mark_failed(f"the engine failed to start: {error}")
+            if on_engine_failure is not None:
+                on_engine_failure()
+            return
+        app.state.scorer = scorer
+    app.state.rerank_service = RerankService(
+        scorer, settings, app.state.metrics, app.state.admission
+    )
+    if not settings.golden_query_check:
+        log.warning("golden query check is off: ready as soon as the engine is")
+        lifecycle.mark_ready()
+        return
+    try:
+        scores = await scorer.score(
+            GOLDEN_QUERY,
+            GOLDEN_DOCUMENTS,
+            instruction=settings.instruction,
+            limits=TokenLimits(settings.max_query_tokens, settings.max_document_tokens, True),
+            request_id=new_request_id("golden"),
+        )
+    except Exception as error:
+        log.exception("golden query failed with an error; staying not ready")
+        lifecycle.mark_failed(f"the golden query failed: {error}")
+        return
+    best = max(range(len(GOLDEN_DOCUMENTS)), key=lambda i: scores.relevance[i])
+    if best != GOLDEN_RELEVANT_INDEX:
+        log.error(
+            "golden query failed: %r ranked %r first (scores %s); staying not ready",
+            GOLDEN_QUERY, GOLDEN_DOCUMENTS[best], scores.relevance,
+        )  # fmt: skip
+        lifecycle.mark_failed("the golden query did not rank its relevant document first")
+        return
+    log.info("golden query passed (scores %s): ready", scores.relevance)
+    lifecycle.mark_ready()

@@ -1,0 +1,1 @@
+"""vLLM's async engine, in-process: model kinds, prompts and the scorer over them."""

