@@ -8,7 +8,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,11 +115,13 @@ def _record_if_elsewhere(url: str, playground: Playground, elsewhere: list[str])
         elsewhere.append(url)
 
 
-def submit(page: Page, token: str | None = None) -> None:
+def submit(
+    page: Page, documents: Sequence[str] = EXAMPLE_DOCUMENTS, token: str | None = None
+) -> None:
     if token is not None:
         page.get_by_label("Token").fill(token)
     page.get_by_label("Query").fill(EXAMPLE_QUERY)
-    page.get_by_label("Documents (one per line)").fill("\n".join(EXAMPLE_DOCUMENTS))
+    page.get_by_label("Documents (one per line)").fill("\n".join(documents))
     page.get_by_role("button", name="Rerank").click()
 
 
@@ -167,3 +169,20 @@ def test_bad_token_shows_the_auth_error_and_never_the_token(
     assert bad_token not in page.locator("body").inner_text()
     assert bad_token not in browser_storage(page)
     assert bad_token not in playground.log_path.read_text()
+
+
+def test_documents_are_shown_as_typed_never_interpreted(page: Page) -> None:
+    # The result component is a Gradio HTML template: markup, JS template and Handlebars
+    # syntax in a document must come out as text.
+    documents = [
+        "<img src=x onerror=\"document.title='pwned'\"> & <b>bold</b>",
+        "costs ${1+1} dollars, `backticks`",
+        "braces {{value}} {{#each value}}x{{/each}}",
+    ]
+    submit(page, documents=documents)
+    texts = page.locator("#ranking-result td.kr-text")
+    texts.nth(2).wait_for()
+
+    assert sorted(texts.all_inner_texts()) == sorted(documents)
+    assert page.locator("#ranking-result img, #ranking-result td b").count() == 0
+    assert page.title() != "pwned"

@@ -7,6 +7,7 @@ field starts empty, and an empty field means "use the process's token".
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 # Read by Gradio at import (telemetry, version check): there is no network here, and a
 # playground has nothing to report.
@@ -24,7 +25,10 @@ QWEN3_INSTRUCTION_HINT = (
 )
 
 
-def make_rank_handler(server_token: str | None):
+RankHandler = Callable[[str, str, str, str, float | None, str], str]
+
+
+def make_rank_handler(server_token: str | None) -> RankHandler:
     """The click handler: form values in, result HTML out; the token never goes out."""
 
     def rank(
