@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
 import kopf
@@ -29,8 +30,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def run_operator(
     settings: OperatorSettings,
     *,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     """Run until `stop_flag` is set (or a signal arrives); used by the CLI and the tests."""
     import kuberank_operator.main  # noqa: F401 - registers the handlers

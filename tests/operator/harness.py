@@ -1,7 +1,7 @@
 """kmock's Kubernetes emulator over HTTP, and the real operator in the same process.
 
 The operator runs through `kuberank_operator.cli.run_operator` (what `kuberank-operator`
-runs) and logs in through its own login handler, from a kubeconfig that points at the
+runs) in a thread with its own event loop, and logs in through its own login handler, from a kubeconfig that points at the
 emulator. Every API request the operator makes (Kopf's own and our client's) is recorded.
 
 API (import as `tests.operator.harness`):
@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import json
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -123,11 +124,15 @@ class EmulatedCluster:
         self.url = url
         self.api = httpx.AsyncClient(base_url=url, headers={"User-Agent": TEST_USER_AGENT})
         self._workdir = workdir
-        self._operator: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._operator: threading.Thread | None = None
+        self._stop: threading.Event | None = None
 
     # ---- the operator ----------------------------------------------------------------------
     async def start_operator(self, settings: OperatorSettings | None = None) -> None:
+        """Run the operator in its own thread and event loop, as its own process would.
+
+        (In the emulator's loop, Kopf's shutdown would wait for the emulator's own tasks.)
+        """
         assert self._operator is None, "the operator is already running"
         settings = settings or OperatorSettings(liveness_port=0, json_logs=False)
         kubeconfig = self._workdir / "kubeconfig"
@@ -138,18 +143,23 @@ class EmulatedCluster:
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
         }))
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        self._stop, ready = asyncio.Event(), asyncio.Event()
-        self._operator = asyncio.create_task(run_operator(settings, stop_flag=self._stop, ready_flag=ready))
-        await asyncio.wait_for(ready.wait(), timeout=30)
+        self._stop, ready = threading.Event(), threading.Event()
+        stop = self._stop
+        self._operator = threading.Thread(
+            target=lambda: asyncio.run(run_operator(settings, stop_flag=stop, ready_flag=ready)),
+            name="kuberank-operator", daemon=True,
+        )
+        self._operator.start()
+        if not await asyncio.to_thread(ready.wait, 30):
+            raise AssertionError("the operator did not start within 30 s")
 
     async def stop_operator(self) -> None:
         if self._operator is None or self._stop is None:
             return
         self._stop.set()
         try:
-            # Kopf ends its own root task by cancelling it once the stop flag is seen.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._operator, timeout=30)
+            await asyncio.to_thread(self._operator.join, 30)
+            assert not self._operator.is_alive(), "the operator did not stop within 30 s"
         finally:
             self._operator = None
             os.environ.pop("KUBECONFIG", None)
