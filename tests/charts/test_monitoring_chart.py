@@ -34,6 +34,7 @@ DASHBOARD_FILE = MONITORING_CHART / "files/dashboards/kuberank.json"
 ADAPTER_RULES_FILE = MONITORING_CHART / "files/adapter-rules.yaml"
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
+LATENCY_BUCKETS = "kuberank_request_duration_seconds_bucket"
 
 
 def _render_monitoring(*args: str) -> list[dict[str, Any]]:
@@ -156,9 +157,10 @@ def test_dashboard_has_every_panel_the_design_asks_for() -> None:
     }
     wanted = {
         "requests/s": "rate(kuberank_requests_total",
-        "p50": "histogram_quantile(0.50, sum by (le) (rate(kuberank_request_duration_seconds_bucket",
-        "p95": "histogram_quantile(0.95, sum by (le) (rate(kuberank_request_duration_seconds_bucket",
-        "p99": "histogram_quantile(0.99, sum by (le) (rate(kuberank_request_duration_seconds_bucket",
+        **{
+            f"p{q}": f"histogram_quantile(0.{q}, sum by (le) (rate({LATENCY_BUCKETS}"
+            for q in ("50", "95", "99")
+        },
         "errors": 'code=~"4..|5.."',
         "documents per request": "kuberank_documents_per_request_bucket",
         "GPU utilization": "DCGM_FI_DEV_GPU_UTIL",
