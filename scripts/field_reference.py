@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     README_PATH.write_text(updated)
-    print(f"updated the field reference in {README_PATH.relative_to(REPO_ROOT)}")
+    print(f"updated the field reference in {README_PATH}")
     return 0
 
 

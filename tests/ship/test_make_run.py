@@ -1,5 +1,6 @@
 """README's first command: `make run` serves, and the curl it prints returns the seed example
-ranked (the third document, the odd one out, last).
+ranked (the third document, the odd one out, last). The README's client examples (curl,
+httpx, the Cohere SDK) then run, as printed there, against that same server.
 
 `make run` is run as a newcomer runs it (its set-up already done, so `-o` skips re-checking
 it), on free ports through the `KUBERANK_*` variables the server reads, with a real engine.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -101,3 +104,48 @@ def test_the_printed_curl_works_because_of_its_token(printed_curl: str) -> None:
     assert without_token != printed_curl
     result = _run_in_bash(without_token + " -o /dev/null -w '%{http_code}'")
     assert result.stdout == "401"
+
+
+def _readme_examples(language: str) -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = re.search(r"^## Calling it from a service\n(.*?)^## ", readme, re.M | re.S)
+    assert section, "README.md has no 'Calling it from a service' section"
+    return re.findall(rf"^```{language}\n(.*?)^```", section.group(1), re.M | re.S)
+
+
+def _client_env(printed_curl: str) -> dict[str, str]:
+    """KUBERANK_URL and KUBERANK_TOKEN, as a reader of the README would set them."""
+    words = shlex.split(printed_curl)
+    url = next(word for word in words if word.startswith("http")).removesuffix("/v1/rerank")
+    token = next(word for word in words if word.startswith("Authorization: Bearer "))
+    return os.environ | {
+        "KUBERANK_URL": url,
+        "KUBERANK_TOKEN": token.removeprefix("Authorization: Bearer "),
+    }
+
+
+@pytest.mark.engine
+def test_the_readme_python_examples_rank_the_relevant_document_first(printed_curl: str) -> None:
+    examples = _readme_examples("python")
+    assert len(examples) == 2  # httpx, the Cohere SDK
+    for example in examples:
+        result = subprocess.run(
+            [str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", example],
+            env=_client_env(printed_curl),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{example}\n{result.stderr}"
+        # top_n 1: one line, the index of "Add an index on the filtered column." (1)
+        assert result.stdout.split()[0] == "1", result.stdout
+
+
+@pytest.mark.engine
+def test_the_readme_curl_example_ranks_the_relevant_document_first(printed_curl: str) -> None:
+    (example,) = _readme_examples("sh")
+    result = subprocess.run(["bash", "-c", example], env=_client_env(printed_curl),
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [item["index"] for item in json.loads(result.stdout)["results"]] == [0]
