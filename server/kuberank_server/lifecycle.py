@@ -27,14 +27,18 @@ class Lifecycle:
         self.reason = "the engine is starting"
         # API requests between acceptance and their response (auth, queue, scoring).
         self.active_requests = 0
+        # Set once start-up is over, whether it ended ready or failed.
+        self.settled = asyncio.Event()
 
     def mark_ready(self) -> None:
         if self.state == "starting":
             self.state, self.reason = "ready", "ready"
+        self.settled.set()
 
     def mark_failed(self, reason: str) -> None:
         if self.state != "draining":
             self.state, self.reason = "failed", reason
+        self.settled.set()
 
     def begin_drain(self) -> None:
         self.state, self.reason = "draining", "the server is shutting down"
