@@ -1,4 +1,5 @@
-"""kuberank's Kopf operator: RerankerService -> Deployment, Service, HPA, PDB, PVC, ServiceMonitor."""
+"""kuberank's Kopf operator: a RerankerService becomes a Deployment, Service, HPA, PDB, PVC
+and ServiceMonitor."""
 
 API_GROUP = "kuberank.io"
 API_VERSION = "v1alpha1"

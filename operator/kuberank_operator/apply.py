@@ -56,8 +56,11 @@ def contains(live: Any, wanted: Any) -> bool:
 
 
 def three_way_patch(
-    last: dict[str, Any], desired: dict[str, Any], live: dict[str, Any],
-    handed_over: tuple[Path, ...] = (), path: Path = (),
+    last: dict[str, Any],
+    desired: dict[str, Any],
+    live: dict[str, Any],
+    handed_over: tuple[Path, ...] = (),
+    path: Path = (),
 ) -> dict[str, Any]:
     """The merge patch taking `live` to `desired`; `last` is what we applied before."""
     patch: dict[str, Any] = {}
@@ -66,8 +69,11 @@ def three_way_patch(
         if isinstance(wanted, dict) and wanted and isinstance(have, dict):
             previous = last.get(key)
             sub = three_way_patch(
-                previous if isinstance(previous, dict) else {}, wanted, have,
-                handed_over, (*path, key),
+                previous if isinstance(previous, dict) else {},
+                wanted,
+                have,
+                handed_over,
+                (*path, key),
             )
             if sub:
                 patch[key] = sub

@@ -19,7 +19,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="kuberank-operator", description="Run the RerankerService operator (Kopf)."
     )
     parser.add_argument(
-        "--namespace", action="append", default=[], metavar="NS",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
         help="watch this namespace (repeatable; default: KUBERANK_OPERATOR_NAMESPACES, else all)",
     )
     parser.add_argument("--liveness-port", type=int, help="port of /healthz (0: none)")

@@ -53,9 +53,9 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
     cadata = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-    context = ssl.create_default_context(cafile=info.ca_path or None, cadata=cadata)  # type: ignore[arg-type]
+    context = ssl.create_default_context(cafile=info.ca_path or None, cadata=cadata)
     if info.certificate_path and info.private_key_path:
-        context.load_cert_chain(info.certificate_path, info.private_key_path)  # type: ignore[arg-type]
+        context.load_cert_chain(info.certificate_path, info.private_key_path)
     return context
 
 
@@ -101,7 +101,9 @@ class KubeClient:
             raise
         return dict(response.json())
 
-    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(
+        self, resource: Resource, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         response = await self._request(
             "POST", resource.path(namespace), json=body, params={"fieldManager": FIELD_MANAGER}
         )
@@ -141,4 +143,6 @@ class KubeClient:
             if exc.status == 404:
                 return False
             raise
-        return any(item.get("name") == resource.plural for item in response.json().get("resources", []))
+        return any(
+            item.get("name") == resource.plural for item in response.json().get("resources", [])
+        )

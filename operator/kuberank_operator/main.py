@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -16,11 +15,10 @@ from kuberank_operator.runtime import Runtime
 
 RESYNC_SECONDS = 300.0
 MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
-RRS = {"group": API_GROUP, "version": API_VERSION, "plural": PLURAL}
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf's bookkeeping goes to annotations: our status schema is closed (no status.kopf).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -34,7 +32,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+def login(*, memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is not None:
         memo.runtime.connect(info)
@@ -42,32 +40,32 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.cleanup()
-async def close_client(memo: kopf.Memo, **_: Any) -> None:
+async def close_client(*, memo: Any, **_: Any) -> None:
     await memo.runtime.close()
 
 
-@kopf.index(**RRS)
+@kopf.index(API_GROUP, API_VERSION, PLURAL)
 def rerankerservices_by_key(
-    namespace: str, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], kopf.Body]:
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], kopf.Body]:
     return {(namespace, name): body}
 
 
-@kopf.on.create(**RRS, backoff=5)
-@kopf.on.update(**RRS, backoff=5)
-@kopf.on.resume(**RRS, backoff=5)
-async def reconcile_on_change(memo: kopf.Memo, body: kopf.Body, retry: int, **_: Any) -> None:
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL, backoff=5)
+@kopf.on.update(API_GROUP, API_VERSION, PLURAL, backoff=5)
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL, backoff=5)
+async def reconcile_on_change(*, memo: Any, body: kopf.Body, retry: int, **_: Any) -> None:
     await reconcile(memo.runtime, body, retry)
 
 
-@kopf.timer(**RRS, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def resync(memo: kopf.Memo, body: kopf.Body, retry: int, **_: Any) -> None:
-    await reconcile(memo.runtime, body, retry)
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(*, memo: Any, body: kopf.Body, **kwargs: Any) -> None:
+    await reconcile(memo.runtime, body, int(kwargs.get("retry", 0)))
 
 
-@kopf.on.event(**RRS)
-def forget_deleted(memo: kopf.Memo, type: str | None, namespace: str, name: str, **_: Any) -> None:
-    if type == "DELETED":
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def forget_deleted(*, memo: Any, type: str, namespace: str | None, name: str, **_: Any) -> None:
+    if type == "DELETED" and namespace:
         memo.runtime.forget(namespace, name)
 
 
@@ -75,18 +73,15 @@ def _watch_children(kind: ChildKind) -> None:
     resource = kind.resource
 
     @kopf.on.event(
-        group=resource.group, version=resource.version, plural=resource.plural,
-        labels=MANAGED, id=f"child-{resource.plural}",
+        group=resource.group,
+        version=resource.version,
+        plural=resource.plural,
+        labels=MANAGED,
+        id=f"child-{resource.plural}",
     )
-    async def child_changed(
-        memo: kopf.Memo,
-        type: str | None,
-        body: kopf.Body,
-        rerankerservices_by_key: kopf.Index[tuple[str, str], Mapping[str, Any]],
-        **_: Any,
-    ) -> None:
+    async def child_changed(*, memo: Any, type: str, body: kopf.Body, **kwargs: Any) -> None:
         runtime: Runtime = memo.runtime
-        await on_child_event(runtime, kind, type, body, rerankerservices_by_key)
+        await on_child_event(runtime, kind, type, body, kwargs["rerankerservices_by_key"])
 
 
 for _kind in CHILD_KINDS:

@@ -48,7 +48,10 @@ class Runtime:
 
     async def service_monitors_available(self) -> bool:
         now = time.monotonic()
-        if self._service_monitors is None or now - self._service_monitors[0] > DISCOVERY_TTL_SECONDS:
+        if (
+            self._service_monitors is None
+            or now - self._service_monitors[0] > DISCOVERY_TTL_SECONDS
+        ):
             available = await self.client.has_resource(SERVICE_MONITOR.resource)
             self._service_monitors = (now, available)
         return self._service_monitors[1]

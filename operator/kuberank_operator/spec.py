@@ -47,9 +47,7 @@ class ModelSpec(SpecModel):
     name: str = Field(min_length=1)
     revision: str = "main"
     kind: Literal["auto", "qwen3-reranker", "cross-encoder", "bi-encoder"] = "auto"
-    instruction: str = (
-        "Given a web search query, retrieve relevant passages that answer the query"
-    )
+    instruction: str = "Given a web search query, retrieve relevant passages that answer the query"
     max_model_len: int = Field(32768, ge=16)
     dtype: Literal["auto", "half", "bfloat16", "float32"] = "auto"
     quantization: str | None = None
@@ -112,8 +110,18 @@ class AuthSpec(SpecModel):
     audience: str | None = None
     algorithms: list[
         Literal[
-            "HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
-            "ES256", "ES384", "ES512", "PS256", "PS384", "PS512",
+            "HS256",
+            "HS384",
+            "HS512",
+            "RS256",
+            "RS384",
+            "RS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "PS256",
+            "PS384",
+            "PS512",
         ]
     ] = Field(default_factory=lambda: ["HS256"])  # type: ignore[arg-type]
     secret_ref: JwtSecretRef | None = None
@@ -191,7 +199,9 @@ class RerankerSpec(SpecModel):
 
     def referenced_secrets(self) -> list[tuple[str, SecretKeyRef]]:
         """(spec field, reference) for every Secret key the pods will read."""
-        refs: list[tuple[str, SecretKeyRef | None]] = [("model.hfTokenSecretRef", self.model.hf_token_secret_ref)]
+        refs: list[tuple[str, SecretKeyRef | None]] = [
+            ("model.hfTokenSecretRef", self.model.hf_token_secret_ref)
+        ]
         if self.auth.mode == "jwt":
             refs += [
                 ("auth.secretRef", self.auth.secret_ref),

@@ -20,7 +20,11 @@ def now_rfc3339() -> str:
 
 
 def _condition(
-    previous: list[dict[str, Any]], kind: str, holds: bool, reason: str, message: str,
+    previous: list[dict[str, Any]],
+    kind: str,
+    holds: bool,
+    reason: str,
+    message: str,
     generation: int | None,
 ) -> dict[str, Any]:
     status = "True" if holds else "False"
@@ -41,7 +45,10 @@ def _condition(
 
 def _rollout_problem(deployment: dict[str, Any]) -> Problem | None:
     for condition in deployment.get("status", {}).get("conditions", []):
-        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+        if (
+            condition.get("type") == "Progressing"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
             return Problem(
                 "RolloutStuck",
                 "the server pods did not become ready in time; check `kubectl describe pods -l "
@@ -49,7 +56,9 @@ def _rollout_problem(deployment: dict[str, Any]) -> Problem | None:
                 "scheduling (no free GPU?) or start-up errors",
             )
         if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
-            return Problem("ReplicaFailure", f"pods cannot be created: {condition.get('message', '')}")
+            return Problem(
+                "ReplicaFailure", f"pods cannot be created: {condition.get('message', '')}"
+            )
     return None
 
 
@@ -86,19 +95,27 @@ def compute_status(
     ready_message = f"{ready}/{desired} replicas ready"
     new_conditions = [
         _condition(
-            conditions, "Ready", ready > 0 and problem is None,
-            "ReplicasReady" if ready > 0 else ("ScaledToZero" if desired == 0 else "NoReplicasReady"),
+            conditions,
+            "Ready",
+            ready > 0 and problem is None,
+            "ReplicasReady"
+            if ready > 0
+            else ("ScaledToZero" if desired == 0 else "NoReplicasReady"),
             ready_message + ("" if ready > 0 else "; the first start loads the model weights"),
             generation,
         ),
         _condition(
-            conditions, "Progressing", rolling and problem is None,
+            conditions,
+            "Progressing",
+            rolling and problem is None,
             "RollingOut" if rolling else "Complete",
             f"{updated}/{desired} replicas updated, {ready_message}",
             generation,
         ),
         _condition(
-            conditions, "Degraded", problem is not None,
+            conditions,
+            "Degraded",
+            problem is not None,
             problem.reason if problem else "AsExpected",
             problem.message if problem else "no problems found",
             generation,
@@ -127,7 +144,14 @@ def degraded_only(
     """Status for a spec that cannot be reconciled: Degraded, the other conditions as they were."""
     conditions = [c for c in previous.get("conditions") or [] if c.get("type") != "Degraded"]
     conditions.append(
-        _condition(previous.get("conditions") or [], "Degraded", True, problem.reason, problem.message, generation)
+        _condition(
+            previous.get("conditions") or [],
+            "Degraded",
+            True,
+            problem.reason,
+            problem.message,
+            generation,
+        )
     )
     status: dict[str, Any] = {"conditions": conditions}
     if generation is not None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.operator.harness import SECRETS, EmulatedCluster, emulated_cluster
 
 NAMESPACE = "team-search"
@@ -30,9 +29,15 @@ def reranker(name: str = "ranker", **spec: Any) -> dict[str, Any]:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[EmulatedCluster]:
     async with emulated_cluster(tmp_path) as emulated:
-        await emulated.create(SECRETS, NAMESPACE, {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rerank-jwt"},
-            "data": {"secret": "c2VjcmV0LXZhbHVlLWZvci10ZXN0cw=="},
-        })
+        await emulated.create(
+            SECRETS,
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "rerank-jwt"},
+                "data": {"secret": "c2VjcmV0LXZhbHVlLWZvci10ZXN0cw=="},
+            },
+        )
         await emulated.start_operator()
         yield emulated

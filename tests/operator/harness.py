@@ -1,8 +1,9 @@
 """kmock's Kubernetes emulator over HTTP, and the real operator in the same process.
 
 The operator runs through `kuberank_operator.cli.run_operator` (what `kuberank-operator`
-runs) in a thread with its own event loop, and logs in through its own login handler, from a kubeconfig that points at the
-emulator. Every API request the operator makes (Kopf's own and our client's) is recorded.
+runs) in a thread with its own event loop, and logs in through its own login handler, from a
+kubeconfig that points at the emulator. Every API request the operator makes (Kopf's own
+and our client's) is recorded.
 
 API (import as `tests.operator.harness`):
 
@@ -53,7 +54,9 @@ from kuberank_operator.cli import run_operator
 from kuberank_operator.kube import Resource
 from kuberank_operator.settings import OperatorSettings
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "operator/kuberank_operator/crd/rerankerservices.yaml"
+CRD_PATH = (
+    Path(__file__).resolve().parents[2] / "operator/kuberank_operator/crd/rerankerservices.yaml"
+)
 TEST_USER_AGENT = "kuberank-tests"
 ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
@@ -68,14 +71,23 @@ SECRETS = Resource("", "v1", "secrets")
 EVENTS = Resource("", "v1", "events")
 
 _KINDS = {
-    RERANKERS: "RerankerService", DEPLOYMENTS: "Deployment", SERVICES: "Service",
-    AUTOSCALERS: "HorizontalPodAutoscaler", DISRUPTION_BUDGETS: "PodDisruptionBudget",
-    CLAIMS: "PersistentVolumeClaim", SERVICE_MONITORS: "ServiceMonitor", SECRETS: "Secret",
+    RERANKERS: "RerankerService",
+    DEPLOYMENTS: "Deployment",
+    SERVICES: "Service",
+    AUTOSCALERS: "HorizontalPodAutoscaler",
+    DISRUPTION_BUDGETS: "PodDisruptionBudget",
+    CLAIMS: "PersistentVolumeClaim",
+    SERVICE_MONITORS: "ServiceMonitor",
+    SECRETS: "Secret",
     EVENTS: "Event",
 }
 _VERBS = {
-    kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.action.FETCH: "get",
-    kmock.action.CREATE: "create", kmock.action.UPDATE: "patch", kmock.action.DELETE: "delete",
+    kmock.action.LIST: "list",
+    kmock.action.WATCH: "watch",
+    kmock.action.FETCH: "get",
+    kmock.action.CREATE: "create",
+    kmock.action.UPDATE: "patch",
+    kmock.action.DELETE: "delete",
 }
 
 
@@ -98,7 +110,9 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
         if request.action == kmock.action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
             meta.update(
-                uid=str(uuid.uuid4()), generation=1, resourceVersion=str(next(self._versions)),
+                uid=str(uuid.uuid4()),
+                generation=1,
+                resourceVersion=str(next(self._versions)),
                 creationTimestamp="2026-01-01T00:00:00Z",
             )
             if request.namespace:
@@ -114,7 +128,9 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
-def _path(resource: Resource, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+def _path(
+    resource: Resource, namespace: str, name: str | None = None, sub: str | None = None
+) -> str:
     return resource.path(namespace, name, sub)
 
 
@@ -136,18 +152,27 @@ class EmulatedCluster:
         assert self._operator is None, "the operator is already running"
         settings = settings or OperatorSettings(liveness_port=0, json_logs=False)
         kubeconfig = self._workdir / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "operator", "user": {}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
-        }))
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "emulator",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                    "users": [{"name": "operator", "user": {}}],
+                    "contexts": [
+                        {"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}
+                    ],
+                }
+            )
+        )
         os.environ["KUBECONFIG"] = str(kubeconfig)
         self._stop, ready = threading.Event(), threading.Event()
         stop = self._stop
         self._operator = threading.Thread(
             target=lambda: asyncio.run(run_operator(settings, stop_flag=stop, ready_flag=ready)),
-            name="kuberank-operator", daemon=True,
+            name="kuberank-operator",
+            daemon=True,
         )
         self._operator.start()
         if not await asyncio.to_thread(ready.wait, 30):
@@ -174,12 +199,18 @@ class EmulatedCluster:
                 continue
             verb = _VERBS.get(request.action) if request.action else None
             if verb is None:
-                verb = "update" if request.method == kmock.method.PUT else str(request.method).lower()
-            recorded.append(ApiCall(
-                verb=verb, api_group=request.resource.group or "",
-                resource=request.resource.plural or "", subresource=request.subresource or "",
-                namespace=request.namespace or "",
-            ))
+                verb = (
+                    "update" if request.method == kmock.method.PUT else str(request.method).lower()
+                )
+            recorded.append(
+                ApiCall(
+                    verb=verb,
+                    api_group=request.resource.group or "",
+                    resource=request.resource.plural or "",
+                    subresource=request.subresource or "",
+                    namespace=request.namespace or "",
+                )
+            )
         return recorded
 
     def request_count(self) -> int:
@@ -191,7 +222,9 @@ class EmulatedCluster:
         response.raise_for_status()
         return dict(response.json())
 
-    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(
+        self, resource: Resource, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         body = {**body, "metadata": {"namespace": namespace, **body.get("metadata", {})}}
         return await self._call("POST", _path(resource, namespace), json=body)
 
@@ -200,11 +233,17 @@ class EmulatedCluster:
         return None if response.status_code == 404 else dict(response.json())
 
     async def patch(
-        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any],
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
         subresource: str | None = None,
     ) -> dict[str, Any]:
         return await self._call(
-            "PATCH", _path(resource, namespace, name, subresource), content=json.dumps(patch),
+            "PATCH",
+            _path(resource, namespace, name, subresource),
+            content=json.dumps(patch),
             headers={"Content-Type": "application/merge-patch+json"},
         )
 
@@ -215,27 +254,33 @@ class EmulatedCluster:
         """Live objects of one resource in a namespace, by name (read from the emulator)."""
         found = {}
         for (res, ns, name), obj in list(self.emulator.objects.items()):
-            if res.plural == resource.plural and res.group == resource.group and ns == namespace and not obj.deleted:
+            if (
+                res.plural == resource.plural
+                and res.group == resource.group
+                and ns == namespace
+                and not obj.deleted
+            ):
                 found[name] = obj.raw
         return found
 
-    async def wait_until(self, condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    async def wait_until(self, condition: Callable[[], Any], what: str, within: float = 20) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             result = condition()
             if result:
                 return result
             if loop.time() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                raise AssertionError(f"timed out after {within} s waiting for {what}")
             await asyncio.sleep(0.05)
 
     async def wait_for_object(
-        self, resource: Resource, namespace: str, name: str, timeout: float = 20
+        self, resource: Resource, namespace: str, name: str, within: float = 20
     ) -> dict[str, Any]:
         return await self.wait_until(
             lambda: self.objects(resource, namespace).get(name),
-            f"{resource.plural} {namespace}/{name}", timeout,
+            f"{resource.plural} {namespace}/{name}",
+            within,
         )
 
 
@@ -248,20 +293,30 @@ async def emulated_cluster(
     if not service_monitors:
         resources.pop(SERVICE_MONITORS)
     for resource, kind in resources.items():
-        key = f"{resource.group}/{resource.version}/{resource.plural}" if resource.group else f"v1/{resource.plural}"
+        key = (
+            f"{resource.group}/{resource.version}/{resource.plural}"
+            if resource.group
+            else f"v1/{resource.plural}"
+        )
         emulator.resources[key] = kmock.ResourceInfo(
-            kind=kind, namespaced=True, verbs=ALL_VERBS,
+            kind=kind,
+            namespaced=True,
+            verbs=ALL_VERBS,
             subresources={"status"} if resource in (RERANKERS, DEPLOYMENTS, AUTOSCALERS) else set(),
             shortnames={"rrs"} if resource == RERANKERS else set(),
         )
-    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=ALL_VERBS)
+    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(
+        kind="Namespace", namespaced=False, verbs=ALL_VERBS
+    )
     emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs=ALL_VERBS
     )
     async with emulator, kmock.Server(emulator) as server:
         cluster = EmulatedCluster(emulator, str(server.url).rstrip("/"), workdir)
         crd = yaml.safe_load(CRD_PATH.read_text())
-        await cluster._call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+        await cluster._call(
+            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd
+        )
         try:
             yield cluster
         finally:

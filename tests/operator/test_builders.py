@@ -32,24 +32,57 @@ SPECS: dict[str, dict[str, Any]] = {
         "auth": AUTH,
         "resources": {"gpu": 2},
         "scheduling": {
-            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "rerank", "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "rerank", "effect": "NoSchedule"}
+            ],
             "nodeSelector": {"gpu": "h100"},
             "runtimeClassName": "nvidia",
             "priorityClassName": "inference",
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
-            "topologySpreadConstraints": [{
-                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "ranker"}}}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "zone", "operator": "In", "values": ["a"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "ranker"}},
+                }
+            ],
         },
     },
-    "cpu": {"model": {"name": "m"}, "auth": AUTH, "resources": {"gpu": 0, "cpu": "1", "memory": "2Gi"}},
-    "autoscaling-off": {"model": {"name": "m"}, "auth": AUTH, "autoscaling": {"enabled": False}, "replicas": 3},
-    "cache-on": {"model": {"name": "m", "cache": {"size": "50Gi", "storageClassName": "fast"}}, "auth": AUTH},
+    "cpu": {
+        "model": {"name": "m"},
+        "auth": AUTH,
+        "resources": {"gpu": 0, "cpu": "1", "memory": "2Gi"},
+    },
+    "autoscaling-off": {
+        "model": {"name": "m"},
+        "auth": AUTH,
+        "autoscaling": {"enabled": False},
+        "replicas": 3,
+    },
+    "cache-on": {
+        "model": {"name": "m", "cache": {"size": "50Gi", "storageClassName": "fast"}},
+        "auth": AUTH,
+    },
     "monitoring-off-public-key": {
         "model": {"name": "m"},
-        "auth": {"publicKeySecretRef": {"name": "pem"}, "algorithms": ["RS256"], "issuer": "https://idp"},
+        "auth": {
+            "publicKeySecretRef": {"name": "pem"},
+            "algorithms": ["RS256"],
+            "issuer": "https://idp",
+        },
         "monitoring": {"serviceMonitor": False},
     },
     "auth-disabled-jwks-free": {"model": {"name": "m"}, "auth": {"mode": "disabled"}},
@@ -71,8 +104,10 @@ def test_every_child_is_valid_kubernetes(case: str, version: str) -> None:
     for kind, manifest in made.items():
         assert manifest["metadata"]["ownerReferences"] == [OWNER.reference]
         assert manifest["metadata"]["labels"] == {
-            "app.kubernetes.io/name": "kuberank-server", "app.kubernetes.io/instance": "ranker",
-            "app.kubernetes.io/component": "reranker", "app.kubernetes.io/managed-by": "kuberank-operator",
+            "app.kubernetes.io/name": "kuberank-server",
+            "app.kubernetes.io/instance": "ranker",
+            "app.kubernetes.io/component": "reranker",
+            "app.kubernetes.io/managed-by": "kuberank-operator",
         }
         if kind is not SERVICE_MONITOR:  # a CRD: kubernetes-validate has no schema for it
             kubernetes_validate.validate(manifest, version, strict=True)
@@ -96,12 +131,16 @@ def test_server_env_names_are_server_settings_fields() -> None:
 
 
 def test_server_reads_the_env_the_operator_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = parse_spec({**SPECS["gpu-custom-tolerations"], "engine": {"extraArgs": ["--enforce-eager"]}})
+    spec = parse_spec(
+        {**SPECS["gpu-custom-tolerations"], "engine": {"extraArgs": ["--enforce-eager"]}}
+    )
     for variable in server_env(spec, SETTINGS):
         monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
     settings = ServerSettings()
     assert (settings.model, settings.max_model_len, settings.engine_extra_args) == (
-        "Qwen/Qwen3-Reranker-0.6B", 32768, ["--enforce-eager"]
+        "Qwen/Qwen3-Reranker-0.6B",
+        32768,
+        ["--enforce-eager"],
     )
     assert settings.jwt_required_scopes == ["rerank"] and settings.enable_prefix_caching is True
     assert settings.drain_timeout_seconds == SETTINGS.drain_timeout_seconds
@@ -112,19 +151,30 @@ def test_gpu_pod_scheduling_and_lifecycle() -> None:
     assert deployment is not None
     pod = deployment["spec"]["template"]["spec"]
     server = container(deployment)
-    assert server["image"] == SETTINGS.gpu_image and server["command"] == ["kuberank-server", "serve"]
+    assert server["image"] == SETTINGS.gpu_image and server["command"] == [
+        "kuberank-server",
+        "serve",
+    ]
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
         {"key": "dedicated", "operator": "Equal", "value": "rerank", "effect": "NoSchedule"},
     ]
     assert (pod["nodeSelector"], pod["runtimeClassName"], pod["priorityClassName"]) == (
-        {"gpu": "h100"}, "nvidia", "inference"
+        {"gpu": "h100"},
+        "nvidia",
+        "inference",
     )
     assert pod["affinity"]["nodeAffinity"] and pod["topologySpreadConstraints"][0]["maxSkew"] == 1
     assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in server["env"]
-    assert {"name": "KUBERANK_JWT_SECRET", "valueFrom": {"secretKeyRef": {"name": "rerank-jwt", "key": "secret"}}} in server["env"]
+    assert {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
+    } in server["env"]
+    assert {
+        "name": "KUBERANK_JWT_SECRET",
+        "valueFrom": {"secretKeyRef": {"name": "rerank-jwt", "key": "secret"}},
+    } in server["env"]
     assert server["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert server["livenessProbe"]["httpGet"]["path"] == "/health"
     startup = server["startupProbe"]
@@ -146,20 +196,30 @@ def test_cpu_pod_uses_the_cpu_image_and_no_gpu() -> None:
     assert server["image"] == SETTINGS.cpu_image
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     assert deployment["spec"]["template"]["spec"]["tolerations"] == []
-    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == ["kuberank_requests_waiting"]
+    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == [
+        "kuberank_requests_waiting"
+    ]
 
 
 def test_autoscaler_metrics_and_window() -> None:
-    spec = {**SPECS["cache-on"], "autoscaling": {"targetGPUUtilization": 60, "scaleDownStabilizationSeconds": 120}}
+    spec = {
+        **SPECS["cache-on"],
+        "autoscaling": {"targetGPUUtilization": 60, "scaleDownStabilizationSeconds": 120},
+    }
     autoscaler = children(spec)[AUTOSCALER]
     assert autoscaler is not None
-    targets = {m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"] for m in autoscaler["spec"]["metrics"]}
+    targets = {
+        m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"]
+        for m in autoscaler["spec"]["metrics"]
+    }
     assert targets == {"kuberank_gpu_utilization": "60", "kuberank_requests_waiting": "8"}
     assert autoscaler["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
     no_queue = {**SPECS["cache-on"], "autoscaling": {"targetRequestsWaiting": None}}
     autoscaler = children(no_queue)[AUTOSCALER]
     assert autoscaler is not None
-    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == ["kuberank_gpu_utilization"]
+    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == [
+        "kuberank_gpu_utilization"
+    ]
 
 
 def test_autoscaling_off_means_no_hpa_and_fixed_replicas() -> None:
@@ -191,11 +251,15 @@ def test_monitoring_off_and_public_key_file() -> None:
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     assert env["KUBERANK_JWT_PUBLIC_KEY_FILE"] == "/etc/kuberank/jwt/public.pem"
     assert env["KUBERANK_JWT_ALGORITHMS"] == "RS256" and "KUBERANK_JWT_SECRET" not in env
-    no_api = desired_children(OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False)
+    no_api = desired_children(
+        OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False
+    )
     assert SERVICE_MONITOR not in no_api  # no such API: neither made nor removed
 
 
 def test_service_monitor_scrapes_the_metrics_port() -> None:
     monitor = children(SPECS["cache-on"])[SERVICE_MONITOR]
     assert monitor is not None
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import kmock
-
 from tests.operator.conftest import NAMESPACE, reranker
 from tests.operator.harness import (
     AUTOSCALERS,
@@ -35,7 +34,9 @@ def condition(cluster: EmulatedCluster, kind: str, name: str = "ranker") -> dict
 
 
 def events(cluster: EmulatedCluster) -> list[tuple[str, str, str]]:
-    return [(e["type"], e["reason"], e["message"]) for e in cluster.objects(EVENTS, NAMESPACE).values()]
+    return [
+        (e["type"], e["reason"], e["message"]) for e in cluster.objects(EVENTS, NAMESPACE).values()
+    ]
 
 
 def env_of(deployment: dict[str, Any]) -> dict[str, str]:
@@ -44,18 +45,24 @@ def env_of(deployment: dict[str, Any]) -> dict[str, str]:
 
 
 def child_writes(cluster: EmulatedCluster, since: int) -> list[ApiCall]:
-    return [c for c in cluster.calls(since) if c.verb in WRITES and c.api_group != "kuberank.io" and c.resource != "events"]
+    return [
+        c
+        for c in cluster.calls(since)
+        if c.verb in WRITES and c.api_group != "kuberank.io" and c.resource != "events"
+    ]
 
 
-async def settle(cluster: EmulatedCluster, quiet_seconds: float = 0.6, timeout: float = 15) -> None:
+async def settle(cluster: EmulatedCluster, quiet_seconds: float = 0.6, within: float = 15) -> None:
     """Wait until the operator has made no request for a while."""
+
     async def quiet() -> None:
         while True:
             before = cluster.request_count()
             await asyncio.sleep(quiet_seconds)
             if cluster.request_count() == before:
                 return
-    await asyncio.wait_for(quiet(), timeout)
+
+    await asyncio.wait_for(quiet(), within)
 
 
 async def created(cluster: EmulatedCluster, name: str = "ranker", **spec: Any) -> None:
@@ -79,8 +86,11 @@ async def test_create_makes_every_child_and_a_status(cluster: EmulatedCluster) -
     assert condition(cluster, "Degraded")["status"] == "False"
     created_events = {message for kind, reason, message in events(cluster) if reason == "Created"}
     assert created_events == {
-        "Created Deployment ranker", "Created Service ranker", "Created HorizontalPodAutoscaler ranker",
-        "Created PodDisruptionBudget ranker", "Created ServiceMonitor ranker",
+        "Created Deployment ranker",
+        "Created Service ranker",
+        "Created HorizontalPodAutoscaler ranker",
+        "Created PodDisruptionBudget ranker",
+        "Created ServiceMonitor ranker",
     }
 
 
@@ -88,32 +98,71 @@ async def test_status_follows_the_deployment(cluster: EmulatedCluster) -> None:
     await created(cluster)
     ready_before = condition(cluster, "Ready")
     # Stand-in for the Deployment controller: the pod passed its readiness probe.
-    await cluster.patch(DEPLOYMENTS, NAMESPACE, "ranker", {"status": {
-        "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
-        "availableReplicas": 1}}, "status")
-    await cluster.wait_until(lambda: condition(cluster, "Ready").get("status") == "True", "Ready=True")
+    await cluster.patch(
+        DEPLOYMENTS,
+        NAMESPACE,
+        "ranker",
+        {
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+            }
+        },
+        "status",
+    )
+    await cluster.wait_until(
+        lambda: condition(cluster, "Ready").get("status") == "True", "Ready=True"
+    )
     assert status(cluster)["readyReplicas"] == 1
     assert condition(cluster, "Progressing")["status"] == "False"
     assert condition(cluster, "Ready")["lastTransitionTime"] >= ready_before["lastTransitionTime"]
-    await cluster.wait_until(lambda: ("Normal", "ReplicasReady", "1/1 replicas ready") in events(cluster), "event")
+    await cluster.wait_until(
+        lambda: ("Normal", "ReplicasReady", "1/1 replicas ready") in events(cluster), "event"
+    )
     # A rollout that cannot finish (e.g. an image that does not exist) is Degraded.
-    await cluster.patch(DEPLOYMENTS, NAMESPACE, "ranker", {"status": {"readyReplicas": 0, "conditions": [
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}}, "status")
-    await cluster.wait_until(lambda: condition(cluster, "Degraded").get("status") == "True", "Degraded")
+    await cluster.patch(
+        DEPLOYMENTS,
+        NAMESPACE,
+        "ranker",
+        {
+            "status": {
+                "readyReplicas": 0,
+                "conditions": [
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+                ],
+            }
+        },
+        "status",
+    )
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded").get("status") == "True", "Degraded"
+    )
     assert condition(cluster, "Degraded")["reason"] == "RolloutStuck"
     assert "kubectl describe pods" in condition(cluster, "Degraded")["message"]
 
 
-async def test_update_patches_the_deployment_and_leaves_the_hpa_its_replicas(cluster: EmulatedCluster) -> None:
+async def test_update_patches_the_deployment_and_leaves_the_hpa_its_replicas(
+    cluster: EmulatedCluster,
+) -> None:
     await created(cluster)
     # Stand-in for the HPA controller: it scaled the Deployment to 3.
     await cluster.patch(DEPLOYMENTS, NAMESPACE, "ranker", {"spec": {"replicas": 3}})
     await settle(cluster)
     mark = cluster.request_count()
-    await cluster.patch(RERANKERS, NAMESPACE, "ranker", {"spec": {
-        "model": {"name": "BAAI/bge-reranker-v2-m3"}, "replicas": 2}})
+    await cluster.patch(
+        RERANKERS,
+        NAMESPACE,
+        "ranker",
+        {"spec": {"model": {"name": "BAAI/bge-reranker-v2-m3"}, "replicas": 2}},
+    )
     await cluster.wait_until(
-        lambda: env_of(cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"])["KUBERANK_MODEL"] == "BAAI/bge-reranker-v2-m3",
+        lambda: (
+            env_of(cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"])["KUBERANK_MODEL"]
+            == "BAAI/bge-reranker-v2-m3"
+        ),
         "the new model in the Deployment",
     )
     await settle(cluster)
@@ -126,14 +175,30 @@ async def test_update_patches_the_deployment_and_leaves_the_hpa_its_replicas(clu
 
 async def test_deleted_or_edited_children_are_put_back(cluster: EmulatedCluster) -> None:
     await created(cluster)
-    original_image = cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    original_image = cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
     await cluster.delete(SERVICES, NAMESPACE, "ranker")
     await cluster.wait_for_object(SERVICES, NAMESPACE, "ranker")
-    await cluster.patch(DEPLOYMENTS, NAMESPACE, "ranker", {"spec": {"template": {"spec": {"containers": [
-        {"name": "server", "image": "evil/miner:latest"}]}}}})
+    await cluster.patch(
+        DEPLOYMENTS,
+        NAMESPACE,
+        "ranker",
+        {
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "server", "image": "evil/miner:latest"}]}
+                }
+            }
+        },
+    )
     await cluster.wait_until(
-        lambda: cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"]["template"]["spec"]["containers"][0]
-        .get("image") == original_image,
+        lambda: (
+            cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"]["template"]["spec"][
+                "containers"
+            ][0].get("image")
+            == original_image
+        ),
         "the Deployment's image put back",
     )
     await settle(cluster)
@@ -142,53 +207,94 @@ async def test_deleted_or_edited_children_are_put_back(cluster: EmulatedCluster)
 
 async def test_autoscaling_off_removes_the_hpa_and_sets_replicas(cluster: EmulatedCluster) -> None:
     await created(cluster)
-    await cluster.patch(RERANKERS, NAMESPACE, "ranker", {"spec": {"autoscaling": {"enabled": False}, "replicas": 2}})
-    await cluster.wait_until(lambda: "ranker" not in cluster.objects(AUTOSCALERS, NAMESPACE), "the HPA gone")
+    await cluster.patch(
+        RERANKERS, NAMESPACE, "ranker", {"spec": {"autoscaling": {"enabled": False}, "replicas": 2}}
+    )
     await cluster.wait_until(
-        lambda: cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"].get("replicas") == 2, "replicas: 2"
+        lambda: "ranker" not in cluster.objects(AUTOSCALERS, NAMESPACE), "the HPA gone"
+    )
+    await cluster.wait_until(
+        lambda: cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]["spec"].get("replicas") == 2,
+        "replicas: 2",
     )
     await settle(cluster)
-    assert "ranker" not in cluster.objects(AUTOSCALERS, NAMESPACE)  # not re-created by its delete event
+    assert "ranker" not in cluster.objects(
+        AUTOSCALERS, NAMESPACE
+    )  # not re-created by its delete event
     assert status(cluster)["desiredReplicas"] == 2
     assert ("Normal", "Deleted", "Deleted HorizontalPodAutoscaler ranker") in events(cluster)
 
 
-async def test_invalid_spec_is_degraded_with_an_event_and_no_retry_storm(cluster: EmulatedCluster) -> None:
-    await cluster.create(RERANKERS, NAMESPACE, reranker(
-        "broken", autoscaling={"minReplicas": 5, "maxReplicas": 2}))
-    await cluster.wait_until(lambda: condition(cluster, "Degraded", "broken").get("status") == "True", "Degraded")
+async def test_invalid_spec_is_degraded_with_an_event_and_no_retry_storm(
+    cluster: EmulatedCluster,
+) -> None:
+    await cluster.create(
+        RERANKERS, NAMESPACE, reranker("broken", autoscaling={"minReplicas": 5, "maxReplicas": 2})
+    )
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded", "broken").get("status") == "True", "Degraded"
+    )
     degraded = condition(cluster, "Degraded", "broken")
     assert degraded["reason"] == "InvalidSpec"
-    assert degraded["message"] == "spec: autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
-    await cluster.wait_until(lambda: ("Warning", "InvalidSpec", degraded["message"]) in events(cluster), "event")
+    assert (
+        degraded["message"]
+        == "spec: autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
+    )
+    await cluster.wait_until(
+        lambda: ("Warning", "InvalidSpec", degraded["message"]) in events(cluster), "event"
+    )
     await settle(cluster)
     mark = cluster.request_count()
     await asyncio.sleep(3)
     assert cluster.calls(mark) == []  # a permanent error: no retries until the spec changes
     assert all(not cluster.objects(r, NAMESPACE) for r in CHILDREN)  # nothing half-applied
     # Fixing the spec recovers.
-    await cluster.patch(RERANKERS, NAMESPACE, "broken", {"spec": {"autoscaling": {"minReplicas": 1}}})
-    await cluster.wait_until(lambda: condition(cluster, "Degraded", "broken").get("status") == "False", "recovered")
+    await cluster.patch(
+        RERANKERS, NAMESPACE, "broken", {"spec": {"autoscaling": {"minReplicas": 1}}}
+    )
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded", "broken").get("status") == "False", "recovered"
+    )
     assert "broken" in cluster.objects(DEPLOYMENTS, NAMESPACE)
 
 
-async def test_missing_secret_is_degraded_then_converges_with_backoff(cluster: EmulatedCluster) -> None:
+async def test_missing_secret_is_degraded_then_converges_with_backoff(
+    cluster: EmulatedCluster,
+) -> None:
     spec = {"auth": {"secretRef": {"name": "not-yet"}}}
     await cluster.create(RERANKERS, NAMESPACE, reranker("waiting", **spec))
-    await cluster.wait_until(lambda: condition(cluster, "Degraded", "waiting").get("reason") == "MissingSecret", "Degraded")
-    assert "Secret 'not-yet' named in spec.auth.secretRef does not exist" in condition(cluster, "Degraded", "waiting")["message"]
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded", "waiting").get("reason") == "MissingSecret",
+        "Degraded",
+    )
+    assert (
+        "Secret 'not-yet' named in spec.auth.secretRef does not exist"
+        in condition(cluster, "Degraded", "waiting")["message"]
+    )
     mark = cluster.request_count()
     await asyncio.sleep(3)
     secret_reads = [c for c in cluster.calls(mark) if c.resource == "secrets"]
     assert 1 <= len(secret_reads) <= 2  # retried after 2 s, then 4 s: backoff, not a storm
     assert not cluster.objects(DEPLOYMENTS, NAMESPACE)
-    await cluster.create(SECRETS, NAMESPACE, {"apiVersion": "v1", "kind": "Secret",
-                                              "metadata": {"name": "not-yet"}, "data": {"secret": "eA=="}})
-    await cluster.wait_for_object(DEPLOYMENTS, NAMESPACE, "waiting", timeout=30)
-    await cluster.wait_until(lambda: condition(cluster, "Degraded", "waiting").get("status") == "False", "recovered")
+    await cluster.create(
+        SECRETS,
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "not-yet"},
+            "data": {"secret": "eA=="},
+        },
+    )
+    await cluster.wait_for_object(DEPLOYMENTS, NAMESPACE, "waiting", within=30)
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded", "waiting").get("status") == "False", "recovered"
+    )
 
 
-async def test_conflict_and_server_error_converge_without_duplicates(cluster: EmulatedCluster) -> None:
+async def test_conflict_and_server_error_converge_without_duplicates(
+    cluster: EmulatedCluster,
+) -> None:
     # The 500 comes after the emulator stored the Deployment (an answer lost on the way back);
     # the 409 is a Service that already exists when the operator creates it.
     cluster.emulator["post", kmock.resource("apps", "v1", "deployments")][:1] << 500
@@ -207,12 +313,15 @@ async def test_conflict_and_server_error_converge_without_duplicates(cluster: Em
 
 async def test_restart_writes_nothing_to_children_already_right(cluster: EmulatedCluster) -> None:
     await created(cluster)
-    await created(cluster, "second", autoscaling={"enabled": False}, model={"name": "m", "cache": {}})
+    await created(
+        cluster, "second", autoscaling={"enabled": False}, model={"name": "m", "cache": {}}
+    )
     await cluster.stop_operator()
     mark = cluster.request_count()
     await cluster.start_operator()
     await cluster.wait_until(
-        lambda: any(c.verb == "get" and c.resource == "deployments" for c in cluster.calls(mark)), "resume"
+        lambda: any(c.verb == "get" and c.resource == "deployments" for c in cluster.calls(mark)),
+        "resume",
     )
     await settle(cluster)
     assert child_writes(cluster, mark) == []
@@ -221,10 +330,20 @@ async def test_restart_writes_nothing_to_children_already_right(cluster: Emulate
 
 async def test_no_service_monitor_api_no_service_monitor(tmp_path: Any) -> None:
     async with emulated_cluster(tmp_path, service_monitors=False) as cluster:
-        await cluster.create(SECRETS, NAMESPACE, {"apiVersion": "v1", "kind": "Secret",
-                                                  "metadata": {"name": "rerank-jwt"}, "data": {"secret": "eA=="}})
+        await cluster.create(
+            SECRETS,
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "rerank-jwt"},
+                "data": {"secret": "eA=="},
+            },
+        )
         await cluster.start_operator()
         await created(cluster)
         assert "ranker" in cluster.objects(DEPLOYMENTS, NAMESPACE)
         assert condition(cluster, "Degraded")["status"] == "False"
-        assert not [c for c in cluster.calls() if c.resource == "servicemonitors" and c.verb != "list"]
+        assert not [
+            c for c in cluster.calls() if c.resource == "servicemonitors" and c.verb != "list"
+        ]

@@ -36,7 +36,9 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
 def to_openapi_jsonschema(schema: Any) -> Any:
     """OpenAPI v3 `nullable` -> JSON Schema, so jsonschema can check the same thing."""
     if isinstance(schema, dict):
-        converted = {k: to_openapi_jsonschema(v) for k, v in schema.items() if not k.startswith("x-")}
+        converted = {
+            k: to_openapi_jsonschema(v) for k, v in schema.items() if not k.startswith("x-")
+        }
         if converted.pop("nullable", False) and "type" in converted:
             converted["type"] = [converted["type"], "null"]
         if converted.get("exclusiveMinimum") is True:
@@ -47,7 +49,9 @@ def to_openapi_jsonschema(schema: Any) -> Any:
     return schema
 
 
-def cel_rules(schema: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+def cel_rules(
+    schema: dict[str, Any], path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     found = [(path, rule) for rule in schema.get("x-kubernetes-validations", [])]
     for key, sub in schema.get("properties", {}).items():
         found += cel_rules(sub, (*path, key))
@@ -73,8 +77,12 @@ def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def rrs(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "kuberank.io/v1alpha1", "kind": "RerankerService",
-            "metadata": {"name": "r"}, "spec": {"model": {"name": "m"}, **spec}}
+    return {
+        "apiVersion": "kuberank.io/v1alpha1",
+        "kind": "RerankerService",
+        "metadata": {"name": "r"},
+        "spec": {"model": {"name": "m"}, **spec},
+    }
 
 
 HS_KEY = {"secretRef": {"name": "jwt"}}
@@ -84,11 +92,17 @@ CASES = [
     ({"auth": HS_KEY}, None),
     ({"auth": {"mode": "disabled"}}, None),
     ({"auth": {"jwksURL": "https://idp.example/jwks"}, "autoscaling": {"minReplicas": 4}}, None),
-    ({"auth": HS_KEY, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not be greater"),
+    (
+        {"auth": HS_KEY, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "minReplicas must not be greater",
+    ),
     ({"auth": HS_KEY, "autoscaling": {"enabled": False, "minReplicas": 5, "maxReplicas": 2}}, None),
     ({}, "needs exactly one key source"),
     ({"auth": {**HS_KEY, "jwksURL": "https://idp.example/jwks"}}, "needs exactly one key source"),
-    ({"auth": {"publicKeySecretRef": {"name": "pem"}, "jwksURL": "https://x/jwks"}}, "exactly one key source"),
+    (
+        {"auth": {"publicKeySecretRef": {"name": "pem"}, "jwksURL": "https://x/jwks"}},
+        "exactly one key source",
+    ),
 ]
 
 

@@ -30,12 +30,18 @@ class ChildKind:
 
 DEPLOYMENT = ChildKind("Deployment", Resource("apps", "v1", "deployments"), (("spec", "replicas"),))
 SERVICE = ChildKind("Service", Resource("", "v1", "services"))
-AUTOSCALER = ChildKind("HorizontalPodAutoscaler", Resource("autoscaling", "v2", "horizontalpodautoscalers"))
-DISRUPTION_BUDGET = ChildKind("PodDisruptionBudget", Resource("policy", "v1", "poddisruptionbudgets"))
+AUTOSCALER = ChildKind(
+    "HorizontalPodAutoscaler", Resource("autoscaling", "v2", "horizontalpodautoscalers")
+)
+DISRUPTION_BUDGET = ChildKind(
+    "PodDisruptionBudget", Resource("policy", "v1", "poddisruptionbudgets")
+)
 CACHE_CLAIM = ChildKind(
     "PersistentVolumeClaim", Resource("", "v1", "persistentvolumeclaims"), create_only=True
 )
-SERVICE_MONITOR = ChildKind("ServiceMonitor", Resource("monitoring.coreos.com", "v1", "servicemonitors"))
+SERVICE_MONITOR = ChildKind(
+    "ServiceMonitor", Resource("monitoring.coreos.com", "v1", "servicemonitors")
+)
 
 CHILD_KINDS = (CACHE_CLAIM, DEPLOYMENT, SERVICE, AUTOSCALER, DISRUPTION_BUDGET, SERVICE_MONITOR)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kuberank_operator import API_GROUP, API_VERSION, KIND, FIELD_MANAGER
+from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, KIND
 
 HTTP_PORT = 8000
 METRICS_PORT = 9100

@@ -113,7 +113,9 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pod volumes, container mounts)."""
     cache: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": owner.name}} if spec.model.cache else {"emptyDir": {}}
+        {"persistentVolumeClaim": {"claimName": owner.name}}
+        if spec.model.cache
+        else {"emptyDir": {}}
     )
     volumes = [
         # vLLM's workers share tensors through /dev/shm; the runtime's default 64 MiB is too small.
@@ -121,26 +123,37 @@ def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], li
         {"name": "model-cache", **cache},
         {"name": "tmp", "emptyDir": {}},
     ]
-    mounts = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - a memory emptyDir
         {"name": "model-cache", "mountPath": CACHE_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
     ]
     key_ref = spec.auth.public_key_secret_ref
     if spec.auth.mode == "jwt" and key_ref:
-        volumes.append({
-            "name": "jwt-public-key",
-            "secret": {"secretName": key_ref.name, "items": [{"key": key_ref.key, "path": key_ref.key}]},
-        })
+        volumes.append(
+            {
+                "name": "jwt-public-key",
+                "secret": {
+                    "secretName": key_ref.name,
+                    "items": [{"key": key_ref.key, "path": key_ref.key}],
+                },
+            }
+        )
         mounts.append({"name": "jwt-public-key", "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
     return volumes, mounts
 
 
 def _tolerations(spec: RerankerSpec) -> list[dict[str, Any]]:
-    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
+    tolerations = [
+        t.model_dump(by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations
+    ]
     if spec.resources.gpu > 0:
         # GPU node pools are tainted with the GPU resource name (GKE, AKS, the NVIDIA operator).
-        gpu_taint = {"key": spec.resources.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        gpu_taint = {
+            "key": spec.resources.gpu_resource,
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        }
         tolerations.insert(0, gpu_taint)
     return tolerations
 
@@ -149,7 +162,9 @@ def grace_period_seconds(settings: OperatorSettings) -> int:
     return PRE_STOP_SLEEP_SECONDS + settings.drain_timeout_seconds + GRACE_MARGIN_SECONDS
 
 
-def build_deployment(owner: Owner, spec: RerankerSpec, settings: OperatorSettings) -> dict[str, Any]:
+def build_deployment(
+    owner: Owner, spec: RerankerSpec, settings: OperatorSettings
+) -> dict[str, Any]:
     volumes, mounts = _volumes(owner, spec)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -200,7 +215,10 @@ def build_deployment(owner: Owner, spec: RerankerSpec, settings: OperatorSetting
     pod_spec |= {key: value for key, value in optional.items() if value}
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
         "revisionHistoryLimit": 3,
         "progressDeadlineSeconds": STARTUP_PROBE_PERIOD_SECONDS * STARTUP_PROBE_FAILURES + 300,
         "template": {"metadata": {"labels": labels(owner)}, "spec": pod_spec},

@@ -21,8 +21,18 @@ def build_service(owner: Owner, spec: RerankerSpec) -> dict[str, Any]:
             "type": spec.service.type,
             "selector": selector_labels(owner),
             "ports": [
-                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+                {
+                    "name": "http",
+                    "port": spec.service.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                },
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
             ],
         },
     }

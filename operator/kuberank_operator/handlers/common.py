@@ -29,15 +29,17 @@ def backoff_seconds(retry: int) -> float:
     return min(2.0 * 2 ** min(retry, 16), MAX_BACKOFF_SECONDS)
 
 
-def owner_of(body: Mapping[str, Any]) -> Owner:
+def owner_of(body: kopf.Body) -> Owner:
     meta = body["metadata"]
     return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
 
 
-def announce(body: Mapping[str, Any], kind: ChildKind, name: str, outcome: Outcome) -> None:
+def announce(body: kopf.Body, kind: ChildKind, name: str, outcome: Outcome) -> None:
     """An Event on the RerankerService for every change made to a child."""
     if outcome is not Outcome.UNCHANGED:
-        kopf.event(body, type="Normal", reason=outcome.value, message=f"{outcome.value} {kind.kind} {name}")
+        kopf.event(
+            body, type="Normal", reason=outcome.value, message=f"{outcome.value} {kind.kind} {name}"
+        )
 
 
 async def missing_secrets(client: KubeClient, namespace: str, spec: RerankerSpec) -> Problem | None:
@@ -46,19 +48,29 @@ async def missing_secrets(client: KubeClient, namespace: str, spec: RerankerSpec
     for field, ref in spec.referenced_secrets():
         secret = await client.get(secrets, namespace, ref.name)
         if secret is None:
-            message = f"Secret {ref.name!r} named in spec.{field} does not exist in namespace {namespace!r}; create it"
+            message = (
+                f"Secret {ref.name!r} named in spec.{field} does not exist in namespace "
+                f"{namespace!r}; create it"
+            )
             return Problem("MissingSecret", message)
-        if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
-            return Problem("MissingSecret", f"Secret {ref.name!r} named in spec.{field} has no key {ref.key!r}")
+        if ref.key not in (secret.get("data") or {}) and ref.key not in (
+            secret.get("stringData") or {}
+        ):
+            return Problem(
+                "MissingSecret", f"Secret {ref.name!r} named in spec.{field} has no key {ref.key!r}"
+            )
     return None
 
 
-def _events_for(body: Mapping[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+def _events_for(body: kopf.Body, before: dict[str, Any], after: dict[str, Any]) -> None:
     old_degraded, new_degraded = condition_of(before, "Degraded"), condition_of(after, "Degraded")
     if new_degraded.get("status") == "True" and (
-        old_degraded.get("status") != "True" or old_degraded.get("message") != new_degraded.get("message")
+        old_degraded.get("status") != "True"
+        or old_degraded.get("message") != new_degraded.get("message")
     ):
-        kopf.event(body, type="Warning", reason=new_degraded["reason"], message=new_degraded["message"])
+        kopf.event(
+            body, type="Warning", reason=new_degraded["reason"], message=new_degraded["message"]
+        )
     elif old_degraded.get("status") == "True" and new_degraded.get("status") == "False":
         kopf.event(body, type="Normal", reason="Recovered", message="the problem is gone")
     old_ready, new_ready = condition_of(before, "Ready"), condition_of(after, "Ready")
@@ -67,13 +79,13 @@ def _events_for(body: Mapping[str, Any], before: dict[str, Any], after: dict[str
         kopf.event(body, type=kind, reason=new_ready["reason"], message=new_ready["message"])
 
 
-def previous_status(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+def previous_status(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
     """The status as we last wrote it; the body a handler got may predate our last write."""
     owner = owner_of(body)
     return runtime.statuses.get((owner.namespace, owner.name)) or dict(body.get("status") or {})
 
 
-async def write_status(runtime: Runtime, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+async def write_status(runtime: Runtime, body: kopf.Body, status: dict[str, Any]) -> None:
     """Patch the status subresource when something changed, with an Event per transition."""
     before = previous_status(runtime, body)
     if all(before.get(key) == value for key, value in status.items()):
@@ -86,7 +98,7 @@ async def write_status(runtime: Runtime, body: Mapping[str, Any], status: dict[s
     _events_for(body, before, status)
 
 
-async def report_problem(runtime: Runtime, body: Mapping[str, Any], problem: Problem) -> None:
+async def report_problem(runtime: Runtime, body: kopf.Body, problem: Problem) -> None:
     generation = body["metadata"].get("generation")
     previous = previous_status(runtime, body)
     await write_status(runtime, body, degraded_only(previous, problem, generation))
@@ -94,7 +106,7 @@ async def report_problem(runtime: Runtime, body: Mapping[str, Any], problem: Pro
 
 async def publish_status(
     runtime: Runtime,
-    body: Mapping[str, Any],
+    body: kopf.Body,
     spec: RerankerSpec,
     children: Mapping[ChildKind, dict[str, Any] | None],
     problem: Problem | None = None,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 import kopf
 
@@ -23,8 +21,8 @@ async def on_child_event(
     runtime: Runtime,
     kind: ChildKind,
     event_type: str | None,
-    child: Mapping[str, Any],
-    parents: kopf.Index[tuple[str, str], Mapping[str, Any]],
+    child: kopf.Body,
+    parents: kopf.Index[tuple[str | None, str], kopf.Body],
 ) -> None:
     meta = child.get("metadata", {})
     namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(INSTANCE_LABEL)
@@ -51,8 +49,12 @@ async def on_child_event(
                 other = AUTOSCALER if kind is DEPLOYMENT else DEPLOYMENT
                 children = {kind: now, other: None}
                 if desired.get(other) is not None:
-                    children[other] = await runtime.client.get(other.resource, namespace, parent_name)
+                    children[other] = await runtime.client.get(
+                        other.resource, namespace, parent_name
+                    )
                 await publish_status(runtime, parent, spec, children)
         except (ApiError, ForeignChildError) as exc:
             # Child events are not retried; the periodic resync of the parent puts it right.
-            logger.warning("could not reconcile %s %s/%s: %s", kind.kind, namespace, parent_name, exc)
+            logger.warning(
+                "could not reconcile %s %s/%s: %s", kind.kind, namespace, parent_name, exc
+            )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -23,7 +22,7 @@ from kuberank_operator.spec import InvalidSpecError, parse_spec
 from kuberank_operator.status import Problem
 
 
-async def reconcile(runtime: Runtime, body: Mapping[str, Any], retry: int) -> None:
+async def reconcile(runtime: Runtime, body: kopf.Body, retry: int) -> None:
     owner = owner_of(body)
     client = runtime.client
     async with runtime.lock(owner.namespace, owner.name):
@@ -39,7 +38,9 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], retry: int) -> No
                 await report_problem(runtime, body, problem)
                 raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
             service_monitors = await runtime.service_monitors_available()
-            desired = desired_children(owner, spec, runtime.settings, service_monitors=service_monitors)
+            desired = desired_children(
+                owner, spec, runtime.settings, service_monitors=service_monitors
+            )
             children: dict[ChildKind, dict[str, Any] | None] = {}
             for kind, manifest in desired.items():
                 live = await client.get(kind.resource, owner.namespace, owner.name)
