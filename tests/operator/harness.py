@@ -322,3 +322,95 @@ async def emulated_cluster(
         finally:
             await cluster.stop_operator()
             await cluster.api.aclose()
+
+
+async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "rbac-check") -> None:
+    """Drive the running operator through every kind of API call it makes.
+
+    For the chart's RBAC test: afterwards `set(cluster.calls())` is what the operator needs.
+    Creates (with a cache PVC and a ServiceMonitor), updates, turns autoscaling off (a delete),
+    puts back a deleted child, follows a Deployment's status, reports an invalid spec and a
+    missing Secret (Events, status), and deletes a RerankerService.
+    """
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "jwt"},
+        "data": {"secret": "eA=="},
+    }
+    await cluster.create(SECRETS, namespace, secret)
+
+    def rrs(name: str, **spec: Any) -> dict[str, Any]:
+        base = {"model": {"name": "m", "cache": {}}, "auth": {"secretRef": {"name": "jwt"}}}
+        return {
+            "apiVersion": "kuberank.io/v1alpha1",
+            "kind": "RerankerService",
+            "metadata": {"name": name},
+            "spec": {**base, **spec},
+        }
+
+    def reason(name: str) -> str | None:
+        obj = cluster.objects(RERANKERS, namespace).get(name, {})
+        conditions = (obj.get("status") or {}).get("conditions", [])
+        return next((c["reason"] for c in conditions if c["type"] == "Degraded"), None)
+
+    def live(resource: Resource) -> dict[str, Any]:
+        return cluster.objects(resource, namespace).get("full", {})
+
+    await cluster.create(RERANKERS, namespace, rrs("full"))
+    for resource in (
+        CLAIMS,
+        DEPLOYMENTS,
+        SERVICES,
+        AUTOSCALERS,
+        DISRUPTION_BUDGETS,
+        SERVICE_MONITORS,
+    ):
+        await cluster.wait_for_object(resource, namespace, "full")
+    await cluster.patch(
+        DEPLOYMENTS, namespace, "full", {"status": {"replicas": 1, "readyReplicas": 1}}, "status"
+    )
+    await cluster.delete(SERVICES, namespace, "full")
+    await cluster.wait_for_object(SERVICES, namespace, "full")
+    await cluster.patch(SERVICES, namespace, "full", {"spec": {"type": "NodePort"}})
+    await cluster.wait_until(
+        lambda: live(SERVICES)["spec"]["type"] == "ClusterIP", "Service put back"
+    )
+    await cluster.patch(
+        RERANKERS,
+        namespace,
+        "full",
+        {
+            "spec": {
+                "model": {"name": "m2"},
+                "autoscaling": {"maxReplicas": 6},
+                "disruption": {"minAvailable": 0},
+                "monitoring": {"interval": "30s"},
+            }
+        },
+    )
+    await cluster.wait_until(
+        lambda: live(SERVICE_MONITORS)["spec"]["endpoints"][0]["interval"] == "30s", "patched"
+    )
+    await cluster.patch(
+        RERANKERS,
+        namespace,
+        "full",
+        {
+            "spec": {
+                "model": {"cache": None},
+                "autoscaling": {"enabled": False},
+                "monitoring": {"serviceMonitor": False},
+            }
+        },
+    )
+    for resource in (CLAIMS, AUTOSCALERS, SERVICE_MONITORS):
+        await cluster.wait_until(lambda r=resource: not live(r), f"{resource.plural} deleted")
+    await cluster.create(RERANKERS, namespace, rrs("invalid", replicas=-1))
+    await cluster.create(
+        RERANKERS, namespace, rrs("no-secret", auth={"secretRef": {"name": "absent"}})
+    )
+    await cluster.wait_until(lambda: reason("invalid") == "InvalidSpec", "InvalidSpec")
+    await cluster.wait_until(lambda: reason("no-secret") == "MissingSecret", "MissingSecret")
+    await cluster.wait_until(lambda: len(cluster.objects(EVENTS, namespace)) >= 8, "events posted")
+    await cluster.delete(RERANKERS, namespace, "full")

@@ -19,6 +19,7 @@ from tests.operator.harness import (
     ApiCall,
     EmulatedCluster,
     emulated_cluster,
+    exercise_every_code_path,
 )
 
 CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, SERVICE_MONITORS)
@@ -347,3 +348,28 @@ async def test_no_service_monitor_api_no_service_monitor(tmp_path: Any) -> None:
         assert not [
             c for c in cluster.calls() if c.resource == "servicemonitors" and c.verb != "list"
         ]
+
+
+async def test_the_api_calls_the_operator_needs(cluster: EmulatedCluster) -> None:
+    """What the chart's RBAC must allow, no more (colleague D's chart test compares the two)."""
+    await exercise_every_code_path(cluster, NAMESPACE)
+    await settle(cluster)
+    needed = {(c.api_group, c.resource, c.subresource): set() for c in cluster.calls()}
+    for call in cluster.calls():
+        needed[call.api_group, call.resource, call.subresource].add(call.verb)
+    # Deployments, Services and PDBs always exist while their RerankerService does (garbage
+    # collection removes them with it); claims are never patched (a bound claim is immutable).
+    keep = {"get", "list", "watch", "create", "patch"}
+    assert needed == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", ""): {"list", "watch"},
+        ("kuberank.io", "rerankerservices", ""): {"list", "watch", "patch"},
+        ("kuberank.io", "rerankerservices", "status"): {"patch"},
+        ("", "secrets", ""): {"get"},
+        ("", "events", ""): {"create"},
+        ("apps", "deployments", ""): keep,
+        ("", "services", ""): keep,
+        ("policy", "poddisruptionbudgets", ""): keep,
+        ("autoscaling", "horizontalpodautoscalers", ""): keep | {"delete"},
+        ("monitoring.coreos.com", "servicemonitors", ""): keep | {"delete"},
+        ("", "persistentvolumeclaims", ""): keep - {"patch"} | {"delete"},
+    }
