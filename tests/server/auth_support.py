@@ -23,12 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from tests.support import free_port
 
 from kuberank_server.auth import Authenticator, Principal, require_principal
-from kuberank_server.errors import KuberankError
+from kuberank_server.errors import install_error_handlers
 from kuberank_server.metrics import ServerMetrics
 
 SECRET = "auth-tests-shared-secret-0123456789abcdef"
@@ -103,7 +102,8 @@ def bearer(token: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------ the app under test -------
 def protected_app(authenticator: Authenticator) -> FastAPI:
-    """One protected route with the real dependency, one open route, the error envelope."""
+    """One protected route with the real dependency, one open route, the server's error
+    handlers: auth in isolation, without an engine."""
 
     async def close_authenticator(app: FastAPI) -> Any:
         yield
@@ -112,9 +112,7 @@ def protected_app(authenticator: Authenticator) -> FastAPI:
     app = FastAPI(lifespan=close_authenticator)  # type: ignore[arg-type]
     app.state.authenticator = authenticator
 
-    @app.exception_handler(KuberankError)
-    async def render_error(_: Request, error: KuberankError) -> JSONResponse:
-        return JSONResponse(error.envelope(), status_code=error.status_code, headers=error.headers)
+    install_error_handlers(app)
 
     @app.post(PROTECTED_PATH)
     async def protected(
