@@ -32,7 +32,12 @@ from kuberank_server.auth import Authenticator
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.settings import ServerSettings
 
-NOW = int(time.time())
+
+def seconds_from_now(seconds: int) -> int:
+    """A timestamp taken when the test runs: tokens must not age between collection and use."""
+    return int(time.time()) + seconds
+
+
 OTHER_SECRET = "a-different-secret-of-enough-length-0123456789"
 
 
@@ -69,8 +74,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-# (case, Authorization header, reason). Tokens are built when the test runs, so none of
-# them ages between collection and use.
+# (case, Authorization header, reason): headers are built when the test runs.
 HS256_REJECTIONS: list[tuple[str, Callable[[], str | None], str]] = [
     ("no header", lambda: None, "missing_token"),
     ("basic scheme", lambda: "Basic Y2xpZW50OnNlY3JldA==", "malformed_header"),
@@ -78,8 +82,12 @@ HS256_REJECTIONS: list[tuple[str, Callable[[], str | None], str]] = [
     ("two tokens", lambda: f"Bearer {sign(claims())} {sign(claims())}", "malformed_header"),
     ("not a jwt", lambda: "Bearer not-a-jwt", "malformed_token"),
     ("bad signature", lambda: f"Bearer {sign(claims(), key=OTHER_SECRET)}", "invalid_signature"),
-    ("expired", lambda: f"Bearer {sign(claims(exp=NOW - 3600))}", "expired"),
-    ("not yet valid", lambda: f"Bearer {sign(claims(nbf=NOW + 3600))}", "not_yet_valid"),
+    ("expired", lambda: f"Bearer {sign(claims(exp=seconds_from_now(-3600)))}", "expired"),
+    (
+        "not yet valid",
+        lambda: f"Bearer {sign(claims(nbf=seconds_from_now(3600)))}",
+        "not_yet_valid",
+    ),
     ("wrong issuer", lambda: f"Bearer {sign(claims(iss='https://evil.test'))}", "invalid_issuer"),
     ("no issuer", lambda: f"Bearer {sign(claims(iss=None))}", "invalid_issuer"),
     ("wrong audience", lambda: f"Bearer {sign(claims(aud='other-api'))}", "invalid_audience"),
@@ -131,7 +139,7 @@ def test_no_credentials_get_the_bare_challenge_and_bad_ones_the_invalid_token_er
     # RFC 6750 3.1: no error code when the client sent no credentials at all.
     missing = httpx.post(hs_server.url + PROTECTED_PATH)
     expired = httpx.post(
-        hs_server.url + PROTECTED_PATH, headers=bearer(sign(claims(exp=NOW - 3600)))
+        hs_server.url + PROTECTED_PATH, headers=bearer(sign(claims(exp=seconds_from_now(-3600))))
     )
 
     assert "error=" not in missing.headers["WWW-Authenticate"]
@@ -158,15 +166,17 @@ def test_a_token_without_the_required_scope_gets_403(
 @pytest.mark.parametrize(
     "token_claims",
     [
-        pytest.param(claims(), id="scope string"),
-        pytest.param(claims(scope=None, scp=["search:read", "rerank"]), id="scp list"),
-        pytest.param(claims(exp=NOW - 5), id="expired within leeway"),
+        pytest.param(claims, id="scope string"),
+        pytest.param(lambda: claims(scope=None, scp=["search:read", "rerank"]), id="scp list"),
+        pytest.param(lambda: claims(exp=seconds_from_now(-5)), id="expired within leeway"),
     ],
 )
 def test_a_good_token_reaches_the_route_as_its_subject(
-    hs_server: AuthServer, logs: pytest.LogCaptureFixture, token_claims: dict[str, object]
+    hs_server: AuthServer,
+    logs: pytest.LogCaptureFixture,
+    token_claims: Callable[[], dict[str, object]],
 ) -> None:
-    token = sign(token_claims)
+    token = sign(token_claims())
 
     response = httpx.post(hs_server.url + PROTECTED_PATH, headers=bearer(token))
 
