@@ -32,7 +32,7 @@ def _hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
 def _stages() -> dict[str, str]:
     """Stage name -> its text, from `FROM <image> AS <name>` to the next FROM."""
     parts = re.split(r"^(?=FROM )", DOCKERFILE, flags=re.MULTILINE)
-    stages = {}
+    stages: dict[str, str] = {}
     for part in parts:
         match = re.match(r"FROM \S+ AS (\S+)", part)
         if match:

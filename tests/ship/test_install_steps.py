@@ -45,7 +45,7 @@ def _source_stage_paths() -> list[str]:
         flags=re.MULTILINE | re.DOTALL,
     )
     assert stage, "Dockerfile has no `source` stage"
-    paths = []
+    paths: list[str] = []
     for line in stage.group(1).splitlines():
         if line.startswith("COPY "):
             *sources, _destination = line.split()[1:]
