@@ -1,0 +1,67 @@
+"""`kuberank-server serve` flags: generated from the settings, overriding the environment."""
+
+from __future__ import annotations
+
+import shlex
+
+import jwt
+import pytest
+
+from kuberank_server.cli import build_parser, main
+from kuberank_server.serve_command import dev_curl, settings_from_args
+from kuberank_server.settings import ServerSettings
+from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
+
+
+def parse(*argv: str) -> ServerSettings:
+    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_every_setting_but_the_secret_is_a_flag() -> None:
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    flags = {option for action in serve._actions for option in action.option_strings}
+    for name in ServerSettings.model_fields:
+        flag = "--" + name.replace("_", "-")
+        assert (flag in flags) == (name != "jwt_secret"), name
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBERANK_MAX_DOCUMENTS", "5")
+    monkeypatch.setenv("KUBERANK_TRUNCATE", "true")
+    monkeypatch.setenv("KUBERANK_PORT", "8100")
+    settings = parse("--max-documents", "7", "--no-truncate", "--jwt-algorithms", "RS256,ES256")
+    assert (settings.max_documents, settings.truncate, settings.port) == (7, False, 8100)
+    assert settings.jwt_algorithms == ["RS256", "ES256"]
+
+
+def test_invalid_flag_value_exits_with_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--max-documents", "zero"]) == 2
+    assert "max_documents" in capsys.readouterr().err
+
+
+def test_dev_mode_binds_loopback_with_a_fresh_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERANK_JWT_SECRET", raising=False)
+    first, second = parse("--dev", "--host", "0.0.0.0"), parse("--dev")
+    assert first.host == "127.0.0.1"
+    assert first.auth_mode == "jwt" and first.jwt_secret is not None
+    assert second.jwt_secret is not None
+    assert first.jwt_secret.get_secret_value() != second.jwt_secret.get_secret_value()
+    monkeypatch.setenv("KUBERANK_JWT_SECRET", "configured-secret-0123456789abcdef0123")
+    assert parse("--dev").jwt_secret.get_secret_value() == (  # type: ignore[union-attr]
+        "configured-secret-0123456789abcdef0123"
+    )
+
+
+def test_dev_curl_is_the_seed_example_with_a_valid_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERANK_JWT_SECRET", raising=False)
+    settings = parse("--dev")
+    printed = dev_curl(settings, "http://127.0.0.1:8000")
+    command = next(line for line in printed.splitlines() if line.startswith("curl "))
+    words = shlex.split(command)
+    assert "http://127.0.0.1:8000/v1/rerank" in words
+    token = next(w for w in words if w.startswith("Authorization: Bearer ")).split()[-1]
+    assert settings.jwt_secret is not None
+    claims = jwt.decode(token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"])
+    assert claims["scope"] == "rerank"
+    body = words[words.index("-d") + 1]
+    assert EXAMPLE_QUERY in body and all(document in body for document in EXAMPLE_DOCUMENTS)
