@@ -59,7 +59,7 @@ export KUBECONFIG
 port_forward_pid=
 cleanup() {
   local status=$?
-  [[ -n "$port_forward_pid" ]] && kill "$port_forward_pid" 2>/dev/null
+  [[ -z "$port_forward_pid" ]] || kill "$port_forward_pid" 2>/dev/null || true
   if ((status != 0)) && kubectl version >/dev/null 2>&1; then
     echo "e2e: collecting cluster state in $ARTIFACTS/" >&2
     mkdir -p "$ARTIFACTS"
@@ -124,7 +124,7 @@ import json, sys
 ranking = [result["index"] for result in json.load(sys.stdin)["results"]]
 print("ranking (document indexes, best first):", ranking)
 sys.exit(0 if len(ranking) == 4 and ranking[-1] == 2 else "the third document must rank last")'
-kill "$port_forward_pid"
+kill "$port_forward_pid" 2>/dev/null || true
 port_forward_pid=
 
 step "6. a spec change rolls out"
