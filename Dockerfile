@@ -14,6 +14,8 @@ ARG APP_UID=10001
 
 # ------------------------------------------------------------ sources the installs need ----
 FROM ${PYTHON_IMAGE} AS source
+# Inherited by the build stages: a pip cache would only fatten their layers.
+ENV PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY docker/ docker/
