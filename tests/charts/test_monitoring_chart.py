@@ -219,3 +219,19 @@ def test_schema_rejects_bad_values(override: list[str], complaint: str) -> None:
     result = helm("template", "m", str(MONITORING_CHART), *override)
     assert result.returncode != 0
     assert complaint in result.stderr, result.stderr
+
+
+def test_adapter_publishes_every_pods_metric_the_operators_autoscaler_reads() -> None:
+    """The other end of the wire: the HPA the operator builds for the GPU sample asks the
+    custom metrics API for Pods metrics by name; the adapter rules must publish each one."""
+    from kuberank_operator.builders.autoscaler import build_autoscaler
+    from kuberank_operator.builders.common import Owner
+    from kuberank_operator.spec import parse_spec
+
+    sample = yaml.safe_load((generate.SAMPLE_SOURCES["gpu"]).read_text())
+    autoscaler = build_autoscaler(Owner("ranker", "ml", "uid-1"), parse_spec(sample["spec"]))
+    read = {metric["pods"]["metric"]["name"] for metric in autoscaler["spec"]["metrics"]}
+    assert {metric["type"] for metric in autoscaler["spec"]["metrics"]} == {"Pods"}
+    published = {rule["name"]["as"] for rule in yaml.safe_load(ADAPTER_RULES_FILE.read_text())}
+    assert read == {"kuberank_gpu_utilization", "kuberank_requests_waiting"}
+    assert read <= published
