@@ -88,8 +88,18 @@ class NotReadyError(KuberankError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class UnprocessableEntityError(KuberankError):
+    """Well-formed JSON that does not fit the route's body schema."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
 class InternalServerError(KuberankError):
     """Anything unexpected: logged with its traceback, answered without internals."""
+
+
+_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(error: KuberankError) -> JSONResponse:
@@ -97,22 +107,21 @@ def error_response(error: KuberankError) -> JSONResponse:
 
 
 def validation_error(errors: Sequence[Any]) -> KuberankError:
-    """FastAPI's body validation errors as one envelope: 400 for unparsable JSON, else 422."""
-    first = dict(errors[0]) if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    if first.get("type") == "json_invalid":
-        return InvalidRequestError(f"request body is not valid JSON: {first.get('msg', '')}")
-    param = ".".join(location) or None
+    """FastAPI's body validation errors as one error: 400 for unparsable JSON, else 422
+    naming every bad field (`param` is the first one, e.g. `documents.0`)."""
+    if not errors:
+        return UnprocessableEntityError("request body does not match the schema")
+    if errors[0].get("type") == "json_invalid":
+        return InvalidRequestError(f"request body is not valid JSON: {errors[0].get('msg', '')}")
+    paths = [_field_path(error.get("loc", ())) for error in errors]
     message = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-        for e in errors
+        f"{path or 'body'}: {error.get('msg')}" for path, error in zip(paths, errors, strict=True)
     )
-    return UnprocessableEntityError(message, param=param)
+    return UnprocessableEntityError(message, param=paths[0] or None)
 
 
-class UnprocessableEntityError(KuberankError):
-    status_code = 422
-    error_type = "invalid_request_error"
+def _field_path(location: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in location if part != "body")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -140,6 +149,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
-
-
-_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}

@@ -17,21 +17,30 @@ DOCUMENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 5000)
 
 @dataclass
 class ServerMetrics:
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
 
     def __post_init__(self) -> None:
         r = self.registry
         self.requests_total = Counter(
-            "kuberank_requests_total", "API requests by route and status code",
-            ["route", "code"], registry=r,
+            "kuberank_requests_total",
+            "API requests by route and status code",
+            ["route", "code"],
+            registry=r,
         )
         self.request_duration_seconds = Histogram(
-            "kuberank_request_duration_seconds", "API request latency", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "kuberank_request_duration_seconds",
+            "API request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.documents_per_request = Histogram(
-            "kuberank_documents_per_request", "documents in each scored request",
-            buckets=DOCUMENT_BUCKETS, registry=r,
+            "kuberank_documents_per_request",
+            "documents in each scored request",
+            buckets=DOCUMENT_BUCKETS,
+            registry=r,
         )
         self.pairs_scored_total = Counter(
             "kuberank_pairs_scored_total", "query-document pairs scored", registry=r

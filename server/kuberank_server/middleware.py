@@ -65,19 +65,20 @@ class RequestObserver:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests_total.labels(route=route, code=str(status)).inc()
             self.metrics.request_duration_seconds.labels(route=route).observe(elapsed)
-            request_log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000, 2),
-                        "documents": state.get("documents"),
-                        "subject": state.get("subject"),
-                    }
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info(
+                    json.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "route": route,
+                            "status": status,
+                            "latency_ms": round(elapsed * 1000, 2),
+                            "documents": state.get("documents"),
+                            "subject": state.get("subject"),
+                        }
+                    )
                 )
-            )
 
 
 def _client_request_id(scope: Scope) -> str | None:

@@ -8,11 +8,10 @@ on the pods it creates, so the names here are part of the contract with `operato
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 ModelKind = Literal["auto", "qwen3-reranker", "cross-encoder", "bi-encoder"]
 

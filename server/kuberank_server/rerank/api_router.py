@@ -34,12 +34,14 @@ from kuberank_server.rerank.protocol import (
 from kuberank_server.rerank.serving import Ranking, RerankService
 
 
-def require_serving(request: Request) -> None:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in a worker thread, a thread
+# hop per request per dependency.
+async def require_serving(request: Request) -> None:
     """503 before the engine is ready, after a failed golden query, and while draining."""
     request.app.state.lifecycle.require_serving()
 
 
-def get_service(request: Request) -> RerankService:
+async def get_service(request: Request) -> RerankService:
     service: RerankService = request.app.state.rerank_service
     return service
 
