@@ -14,7 +14,7 @@ source scripts/docker_env.sh
 KIND_VERSION=v0.30.0
 CLUSTER=${E2E_CLUSTER:-kuberank-e2e}
 RELEASE=kuberank
-OPERATOR_NAMESPACE=kuberank-system
+OPERATOR_NAMESPACE=kuberank
 NAMESPACE=rerank-e2e
 SAMPLE=manifests/samples/rerankerservice-cpu.yaml
 ARTIFACTS=artifacts/e2e
