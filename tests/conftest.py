@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "cluster": (_has_cluster, "needs kind and a running Docker engine (none here)"),
     }
     for marker, (available, reason) in gates.items():
-        marked = [item for item in items if marker in item.keywords]
+        marked = [item for item in items if item.get_closest_marker(marker)]
         if marked and not available():
             for item in marked:
                 item.add_marker(pytest.mark.skip(reason=reason))
