@@ -19,13 +19,14 @@ from tests.support import LiveServer, engine_test_env, free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
-LIVE_SERVER_SECRET = "live-server-test-secret-0123456789abcdef"  # noqa: S105 - test-only key
+LIVE_SERVER_SECRET = "live-server-test-secret-0123456789abcdef"
 
 
 def _has_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True, check=False
-    ).returncode == 0
+    return (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+    )
 
 
 def _has_cluster() -> bool:
@@ -63,13 +64,28 @@ def live_server(artifacts_dir: Path) -> Iterator[LiveServer]:
     env = engine_test_env() | {"KUBERANK_JWT_SECRET": LIVE_SERVER_SECRET}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kuberank_server.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--metrics-port", str(metrics_port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "kuberank_server.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = LiveServer(
-        url=f"http://127.0.0.1:{port}", metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-        secret=LIVE_SERVER_SECRET, log_path=log_path, process=process,
+        url=f"http://127.0.0.1:{port}",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        secret=LIVE_SERVER_SECRET,
+        log_path=log_path,
+        process=process,
     )
     try:
         wait_ready(server, timeout_seconds=300)

@@ -53,8 +53,10 @@ def wait_ready(server: LiveServer, timeout_seconds: float) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            pytest.fail(f"server exited early; see {server.log_path}:\n"
-                        + server.log_path.read_text()[-4000:])
+            pytest.fail(
+                f"server exited early; see {server.log_path}:\n"
+                + server.log_path.read_text()[-4000:]
+            )
         try:
             if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
                 return
