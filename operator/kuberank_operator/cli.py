@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if settings.json_logs else kopf.LogFormat.PLAIN,
         log_refkey="object",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
     logging.getLogger(__name__).info("watching %s", settings.namespaces or "all namespaces")
     asyncio.run(run_operator(settings))
     return 0

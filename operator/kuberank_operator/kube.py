@@ -7,6 +7,7 @@ and API discovery.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,13 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
 
 
 class KubeClient:
-    def __init__(self, info: kopf.ConnectionInfo, timeout_seconds: float = 30) -> None:
+    def __init__(
+        self, info: kopf.ConnectionInfo, timeout_seconds: float = 30, max_in_flight: int = 16
+    ) -> None:
+        # Callers beyond this wait on a semaphore (cheap) rather than in httpx's connection
+        # pool, whose bookkeeping is quadratic in the queue: hundreds of RerankerServices
+        # reconciled at once would otherwise spend their time there.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if info.token:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
@@ -72,14 +79,21 @@ class KubeClient:
             auth=auth,
             verify=verify,
             timeout=timeout_seconds,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            ),
         )
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = await self._http.request(method, path, **kwargs)
+        try:
+            async with self._in_flight:
+                response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            # Unreachable or overloaded API server: as transient as a 503.
+            raise ApiError(503, type(exc).__name__, str(exc) or "no answer") from exc
         if response.status_code >= 400:
             try:
                 status = response.json()

@@ -7,7 +7,7 @@ and our client's) is recorded.
 
 API (import as `tests.operator.harness`):
 
-    async with emulated_cluster(service_monitors=True) as cluster:   # emulator on 127.0.0.1
+    async with emulated_cluster(tmp_path) as cluster:   # emulator on 127.0.0.1
         await cluster.start_operator()          # OperatorSettings(...) optional
         await cluster.create(RERANKERS, "default", rrs_body)       # test-side writes, HTTP
         deployment = await cluster.wait_for_object(DEPLOYMENTS, "default", "name")
@@ -104,6 +104,9 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains."""
 
     _versions = itertools.count(1)
+    # kmock matches each request against its whole request log (quadratic under load): the
+    # benchmark turns the log off, keeping only requests in flight.
+    record_requests = True
 
     async def _handle(self, request: rendering.Request) -> Any:
         data = request.data if isinstance(request.data, dict) else None
@@ -118,14 +121,46 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
             if request.namespace:
                 meta.setdefault("namespace", request.namespace)
             if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:10]}"
         elif request.action == kmock.action.UPDATE and data is not None and request.resource:
             key = (request.resource, request.namespace, request.name)
             meta = data.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._versions))
             if key in self.objects and not request.subresource and "spec" in data:
                 meta["generation"] = int(self.objects[key]["metadata"].get("generation", 1)) + 1
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        finally:
+            if not self.record_requests:
+                self._requests.remove(request)
+
+    def _KubernetesEmulator__get_objs(  # kmock's name-mangled private method
+        self, request: rendering.Request, strict: bool
+    ) -> list[Any]:
+        # kmock scans every stored object for every request; a named request is one dict
+        # lookup. Without this the emulator, not the operator, dominates the benchmark.
+        if strict and request.name is not None and request.resource is not None:
+            found = self.objects._objects.get((request.resource, request.namespace, request.name))
+            return [found] if found is not None else []
+        return list(super()._KubernetesEmulator__get_objs(request, strict))  # type: ignore[attr-defined]
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig with no credentials for the emulator at `server` (what Kopf's login reads)."""
+    context = {"cluster": "emulator", "user": "operator"}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "operator", "user": {}}],
+                "contexts": [{"name": "emulator", "context": context}],
+            }
+        )
+    )
+    return path
 
 
 def _path(
@@ -151,21 +186,7 @@ class EmulatedCluster:
         """
         assert self._operator is None, "the operator is already running"
         settings = settings or OperatorSettings(liveness_port=0, json_logs=False)
-        kubeconfig = self._workdir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "emulator",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-                    "users": [{"name": "operator", "user": {}}],
-                    "contexts": [
-                        {"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}
-                    ],
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(self._workdir / "kubeconfig", self.url)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         self._stop, ready = threading.Event(), threading.Event()
         stop = self._stop
@@ -286,9 +307,10 @@ class EmulatedCluster:
 
 @contextlib.asynccontextmanager
 async def emulated_cluster(
-    workdir: Path, *, service_monitors: bool = True
+    workdir: Path, *, service_monitors: bool = True, record_requests: bool = True
 ) -> AsyncIterator[EmulatedCluster]:
     emulator = ApiServerStandIn()
+    emulator.record_requests = record_requests
     resources = dict(_KINDS)
     if not service_monitors:
         resources.pop(SERVICE_MONITORS)

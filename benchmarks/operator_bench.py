@@ -1,0 +1,183 @@
+"""Operator benchmark against kmock's emulator: `python -m benchmarks.operator_bench`.
+
+The operator runs as its own process (`python -m kuberank_operator.cli`, what the
+`kuberank-operator` command runs), so its RSS is its own; the emulator runs here.
+
+- create-to-children latency: 100 RerankerServices created one after another, each timed
+  from its POST until its Deployment, Service, HPA, PDB and ServiceMonitor all exist;
+- reconcile 50 and 500: that many created at once against a fresh operator, timed until
+  every one has all its children and a status;
+- the operator's RSS once 500 are reconciled.
+
+The last stdout line is one JSON object with all numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import kmock
+from tests.operator.harness import (
+    AUTOSCALERS,
+    DEPLOYMENTS,
+    DISRUPTION_BUDGETS,
+    RERANKERS,
+    SECRETS,
+    SERVICE_MONITORS,
+    SERVICES,
+    EmulatedCluster,
+    emulated_cluster,
+    write_kubeconfig,
+)
+
+CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, SERVICE_MONITORS)
+NAMESPACE = "bench"
+LATENCY_SAMPLES = 100
+TIMEOUT_SECONDS = 150.0
+
+
+def rerank_service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kuberank.io/v1alpha1",
+        "kind": "RerankerService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "Qwen/Qwen3-Reranker-0.6B"},
+            "auth": {"secretRef": {"name": "jwt"}},
+        },
+    }
+
+
+def reconciled(cluster: EmulatedCluster, name: str, with_status: bool = False) -> bool:
+    # The emulator's raw store: its public view type-checks every key (slow when polled).
+    objects = cluster.emulator.objects._objects
+    for resource in CHILDREN:
+        key = (kmock.resource(resource.group, resource.version, resource.plural), NAMESPACE, name)
+        if key not in objects or objects[key].deleted:
+            return False
+    if not with_status:
+        return True
+    owner = objects[
+        (kmock.resource(RERANKERS.group, RERANKERS.version, RERANKERS.plural), NAMESPACE, name)
+    ]
+    return bool((owner.last.get("status") or {}).get("conditions"))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@asynccontextmanager
+async def operator_process(cluster: EmulatedCluster, workdir: Path) -> AsyncIterator[int]:
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", cluster.url)
+    env = os.environ | {"KUBECONFIG": str(kubeconfig), "KUBERANK_OPERATOR_LIVENESS_PORT": "0"}
+    with (workdir / "operator.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kuberank_operator.cli", env=env, stdout=log, stderr=log
+        )
+    try:
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+
+
+async def wait_all(cluster: EmulatedCluster, names: list[str], with_status: bool) -> None:
+    pending = set(names)
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while pending:
+        pending = {name for name in pending if not reconciled(cluster, name, with_status)}
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{len(pending)} of {len(names)} not reconciled in {TIMEOUT_SECONDS} s"
+            )
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def fresh_cluster() -> AsyncIterator[tuple[EmulatedCluster, int]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with emulated_cluster(Path(tmp), record_requests=False) as cluster:
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "jwt"},
+                "data": {"secret": "eA=="},
+            }
+            await cluster.create(SECRETS, NAMESPACE, secret)
+            async with operator_process(cluster, Path(tmp)) as pid:
+                # Ready once it has created the children of a first resource.
+                await cluster.create(RERANKERS, NAMESPACE, rerank_service("warm-up"))
+                await wait_all(cluster, ["warm-up"], with_status=True)
+                yield cluster, pid
+
+
+async def create_to_children_latency() -> list[float]:
+    latencies = []
+    async with fresh_cluster() as (cluster, _):
+        for index in range(LATENCY_SAMPLES):
+            name = f"latency-{index}"
+            started = time.perf_counter()
+            await cluster.create(RERANKERS, NAMESPACE, rerank_service(name))
+            # The emulator has no change notification to await: poll its store.
+            while not reconciled(cluster, name):  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def reconcile_many(count: int) -> tuple[float, float]:
+    """(seconds until all `count` have children and a status, operator RSS in MB then)."""
+    async with fresh_cluster() as (cluster, pid):
+        names = [f"burst-{index}" for index in range(count)]
+        started = time.perf_counter()
+        for name in names:  # as `kubectl apply -f` of a folder does: one after another
+            await cluster.create(RERANKERS, NAMESPACE, rerank_service(name))
+        await wait_all(cluster, names, with_status=True)
+        return time.perf_counter() - started, rss_mb(pid)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def main() -> dict[str, Any]:
+    latencies = await create_to_children_latency()
+    print(
+        f"create->children over {len(latencies)}: p50 {statistics.median(latencies) * 1000:.0f} ms",
+        flush=True,
+    )
+    seconds_50, _ = await reconcile_many(50)
+    print(f"reconcile 50: {seconds_50:.2f} s", flush=True)
+    seconds_500, rss_500 = await reconcile_many(500)
+    print(f"reconcile 500: {seconds_500:.2f} s, operator RSS {rss_500:.0f} MB", flush=True)
+    return {
+        "benchmark": "operator",
+        "create_to_children_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "create_to_children_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "reconcile_50_s": round(seconds_50, 2),
+        "reconcile_500_s": round(seconds_500, 2),
+        "reconcile_500_over_50": round(seconds_500 / seconds_50, 2),
+        "rss_mb_at_500": round(rss_500, 1),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))
