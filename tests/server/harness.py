@@ -131,3 +131,31 @@ def build_tiny_qwen3_reranker(directory: Path) -> Path:
     model = Qwen3ForCausalLM(config).to(torch.float32)
     model.save_pretrained(target, safe_serialization=True)
     return target
+
+
+# ------------------------------------------------------------- tiny cross-encoder ----------
+def build_tiny_cross_encoder(directory: Path) -> Path:
+    """A random 2-layer BERT sequence classifier (one label, like ms-marco cross-encoders)
+    with the embedded model's WordPiece tokenizer; segment embeddings matter in it."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from kuberank_server.engine.scorer import embedded_model_path
+
+    target = directory / "tiny-ms-marco-cross-encoder"
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    tokenizer.save_pretrained(target)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        num_labels=1,
+        initializer_range=0.2,  # spreads the scores, as for the Qwen3 fixture
+    )
+    BertForSequenceClassification(config).to(torch.float32).save_pretrained(target)
+    return target

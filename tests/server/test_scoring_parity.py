@@ -1,5 +1,6 @@
-"""Scores equal an independent reference: plain transformers for Qwen3-Reranker's formula,
-sentence-transformers' cosine for the bi-encoder (within 1e-3), through the HTTP API."""
+"""Scores equal an independent reference within 1e-3, through the HTTP API: plain transformers
+for Qwen3-Reranker's formula and for a cross-encoder, sentence-transformers' cosine for the
+bi-encoder."""
 
 from __future__ import annotations
 
@@ -92,3 +93,27 @@ async def test_bi_encoder_scores_match_sentence_transformers_cosine(
     expected = [float(torch.cosine_similarity(query_vector, v, dim=0)) for v in document_vectors]
     assert max(expected) - min(expected) > 0.1
     assert [served[i] for i in range(len(documents))] == pytest.approx(expected, abs=1e-3)
+
+
+async def test_cross_encoder_scores_match_transformers_with_segments(
+    cross_encoder_scorer: Scorer, tiny_cross_encoder_path: Path
+) -> None:
+    """Pins vLLM's internal `compressed_token_type_ids`: without the document's segment ids
+    a BERT cross-encoder scores a different input."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    assert cross_encoder_scorer.kind == "cross-encoder"  # detected from the config
+    async with serving(cross_encoder_scorer, golden_query_check=False) as (_, client):
+        response = await client.post("/v1/rerank", json={"query": SEED_QUERY,
+                                                         "documents": SEED_DOCUMENTS})  # fmt: skip
+    served = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cross_encoder_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder_path).eval()
+    pairs = tokenizer([SEED_QUERY] * 4, SEED_DOCUMENTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.sigmoid(model(**pairs).logits[:, 0]).tolist()
+        pairs["token_type_ids"].zero_()
+        without_segments = torch.sigmoid(model(**pairs).logits[:, 0]).tolist()
+    assert max(expected) - min(expected) > 0.05, expected
+    assert expected != pytest.approx(without_segments, abs=1e-3)
+    assert [served[i] for i in range(4)] == pytest.approx(expected, abs=1e-3)

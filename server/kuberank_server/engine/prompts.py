@@ -69,18 +69,13 @@ class PromptBuilder(ABC):
         self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
     ) -> PreparedInputs: ...
 
-    def _fit_query(self, query: str, budget: int, limits: TokenLimits) -> str:
-        [fitted], _ = self._fit([query], budget, limits.truncate, "query")
-        return fitted
+    def _fit_query(self, query: str, budget: int, limits: TokenLimits) -> Fitted:
+        return self._fit([query], budget, limits.truncate, "query")
 
-    def _fit_documents(
-        self, documents: Sequence[str], budget: int, limits: TokenLimits
-    ) -> tuple[list[str], int]:
+    def _fit_documents(self, documents: Sequence[str], budget: int, limits: TokenLimits) -> Fitted:
         return self._fit(documents, budget, limits.truncate, "documents")
 
-    def _fit(
-        self, texts: Sequence[str], budget: int, truncate: bool, param: str
-    ) -> tuple[list[str], int]:
+    def _fit(self, texts: Sequence[str], budget: int, truncate: bool, param: str) -> Fitted:
         if budget < 1:
             raise PayloadTooLargeError(
                 f"the query leaves no room for documents in the model's context "
@@ -88,13 +83,13 @@ class PromptBuilder(ABC):
                 param="query",
             )
         encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-        fitted: list[str] = []
-        truncated = 0
+        fitted = Fitted(texts=[], token_ids=[], truncated=0)
         for position, (text, ids, offsets) in enumerate(
             zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True)
         ):
             if len(ids) <= budget:
-                fitted.append(text)
+                fitted.texts.append(text)
+                fitted.token_ids.append(ids)
                 continue
             if not truncate:
                 where = param if param == "query" else f"{param}[{position}]"
@@ -103,9 +98,19 @@ class PromptBuilder(ABC):
                     "(truncation is off)",
                     param=where,
                 )
-            fitted.append(text[: offsets[budget - 1][1]])
-            truncated += 1
-        return fitted, truncated
+            fitted.texts.append(text[: offsets[budget - 1][1]])
+            fitted.token_ids.append(ids[:budget])
+            fitted.truncated += 1
+        return fitted
+
+
+@dataclass
+class Fitted:
+    """Texts within their token budget, with their token ids (no special tokens)."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    truncated: int
 
 
 class BiEncoderPrompts(PromptBuilder):
@@ -115,15 +120,13 @@ class BiEncoderPrompts(PromptBuilder):
         self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
     ) -> PreparedInputs:
         room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=False)
-        query = self._fit_query(query, min(limits.max_query_tokens, room), limits)
-        fitted, truncated = self._fit_documents(
-            documents, min(limits.max_document_tokens, room), limits
-        )
-        encoded = self.tokenizer([query, *fitted])["input_ids"]
+        [query] = self._fit_query(query, min(limits.max_query_tokens, room), limits).texts
+        fitted = self._fit_documents(documents, min(limits.max_document_tokens, room), limits)
+        encoded = self.tokenizer([query, *fitted.texts])["input_ids"]
         return PreparedInputs(
             query=EngineInput(encoded[0]),
             documents=[EngineInput(ids) for ids in encoded[1:]],
-            truncated_documents=truncated,
+            truncated_documents=fitted.truncated,
         )
 
 
@@ -135,18 +138,19 @@ class CrossEncoderPrompts(PromptBuilder):
     ) -> PreparedInputs:
         room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=True)
         # A long query may take at most half the context, so documents keep some room.
-        query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
-        query_tokens = len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
-        fitted, truncated = self._fit_documents(
+        fitted_query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
+        [query] = fitted_query.texts
+        query_tokens = len(fitted_query.token_ids[0])
+        fitted = self._fit_documents(
             documents, min(limits.max_document_tokens, room - query_tokens), limits
         )
-        encoded = self.tokenizer([query] * len(fitted), fitted)
+        encoded = self.tokenizer([query] * len(fitted.texts), fitted.texts)
         segments = encoded.get("token_type_ids")
         inputs = [
             EngineInput(ids, _document_segment_start(segments[i]) if segments else None)
             for i, ids in enumerate(encoded["input_ids"])
         ]
-        return PreparedInputs(query=None, documents=inputs, truncated_documents=truncated)
+        return PreparedInputs(query=None, documents=inputs, truncated_documents=fitted.truncated)
 
 
 class Qwen3RerankerPrompts(PromptBuilder):
@@ -166,19 +170,19 @@ class Qwen3RerankerPrompts(PromptBuilder):
         self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
     ) -> PreparedInputs:
         room = self.max_model_len - len(self.prefix_ids) - len(self.suffix_ids)
-        query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
+        [query] = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits).texts
         head = qwen3_middle(instruction, query, "")
         # One token of slack: the document's first token may merge with the head's last.
         head_tokens = len(self.tokenizer(head, add_special_tokens=False)["input_ids"]) + 1
-        fitted, truncated = self._fit_documents(
+        fitted = self._fit_documents(
             documents, min(limits.max_document_tokens, room - head_tokens), limits
         )
         middles = self.tokenizer(
-            [qwen3_middle(instruction, query, document) for document in fitted],
+            [qwen3_middle(instruction, query, document) for document in fitted.texts],
             add_special_tokens=False,
         )["input_ids"]
         inputs = [EngineInput(self.prefix_ids + ids + self.suffix_ids) for ids in middles]
-        return PreparedInputs(query=None, documents=inputs, truncated_documents=truncated)
+        return PreparedInputs(query=None, documents=inputs, truncated_documents=fitted.truncated)
 
 
 def _document_segment_start(token_type_ids: list[int]) -> int:

@@ -174,8 +174,7 @@ class Scorer:
         if self.kind == "bi-encoder":
             assert prepared.query is not None
             vectors = await self._pool([prepared.query, *prepared.documents], "embed", request_id)
-            query_vector, document_vectors = vectors[0], vectors[1:]
-            cosines = [_cosine(query_vector, vector) for vector in document_vectors]
+            cosines = _cosines(vectors[0], vectors[1:])
             relevance, logits = cosines, cosines
         else:
             outputs = await self._pool(prepared.documents, "classify", request_id)
@@ -210,10 +209,13 @@ class Scorer:
         self.engine.shutdown()
 
 
-def _cosine(a: Any, b: Any) -> float:
+def _cosines(query: Any, documents: Sequence[Any]) -> list[float]:
+    """Cosine of the query's vector with each document's, in one tensor operation."""
     import torch
 
-    return float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=0))
+    stacked = torch.stack([vector.float() for vector in documents])
+    similarities = torch.nn.functional.cosine_similarity(query.float()[None, :], stacked, dim=1)
+    return [float(value) for value in similarities.tolist()]
 
 
 def _logit(probability: float) -> float:
