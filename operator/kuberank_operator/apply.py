@@ -66,7 +66,7 @@ def three_way_patch(
     patch: dict[str, Any] = {}
     for key, wanted in desired.items():
         have = live.get(key)
-        if isinstance(wanted, dict) and wanted and isinstance(have, dict):
+        if isinstance(wanted, dict) and isinstance(have, dict):
             previous = last.get(key)
             sub = three_way_patch(
                 previous if isinstance(previous, dict) else {},

@@ -16,7 +16,10 @@ API (import as `tests.operator.harness`):
         cluster.calls(since=n)   # only those after the n-th recorded request
         await cluster.stop_operator()
 
-`ApiCall.verb` is an RBAC verb: get, list, watch, create, patch, update, delete.
+`ApiCall.verb` is an RBAC verb: get, list, watch, create, patch, update, delete. With named
+namespaces (`OperatorSettings(namespaces=[...])`) Kopf also lists and watches `namespaces`
+(cluster-wide); `calls()` lists those first.
+`exercise_every_code_path(cluster)` drives a running operator through every call it makes.
 Test-side requests (the `cluster.create/patch/delete/get` helpers) are not recorded.
 `cluster.emulator` is the `kmock.KubernetesEmulator` (its `objects`, fault injection DSL).
 
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import httpx
 import kmock
 import yaml
@@ -107,6 +111,30 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
     # kmock matches each request against its whole request log (quadratic under load): the
     # benchmark turns the log off, keeping only requests in flight.
     record_requests = True
+
+    # kmock cannot parse the URL of the Namespace list (`/api/v1/namespaces`), which Kopf
+    # lists and watches when it serves named namespaces; this stand-in answers it itself.
+    namespace_calls: list[tuple[int, ApiCall]]
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path.rstrip("/") != "/api/v1/namespaces":
+            return await super().__call__(raw_request)
+        watch = raw_request.query.get("watch") == "true"
+        if raw_request.headers.get("User-Agent") != TEST_USER_AGENT:
+            call = ApiCall("watch" if watch else "list", "", "namespaces", "", "")
+            self.namespace_calls.append((len(self._requests), call))
+        if not watch:
+            names = sorted({ns for _, ns, _ in self.objects if ns})
+            items = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names
+            ]
+            return aiohttp.web.json_response(
+                {"kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+            )
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw_request)
+        await asyncio.Event().wait()  # namespaces never change here; ends with the connection
+        return response
 
     async def _handle(self, request: rendering.Request) -> Any:
         data = request.data if isinstance(request.data, dict) else None
@@ -212,7 +240,7 @@ class EmulatedCluster:
 
     # ---- what the operator did -------------------------------------------------------------
     def calls(self, since: int = 0) -> list[ApiCall]:
-        recorded = []
+        recorded = [call for index, call in self.emulator.namespace_calls if index >= since]
         for request in list(self.emulator)[since:]:
             if request.resource is None or not request.resource.plural:
                 continue  # discovery (/api, /apis/group/version): allowed to every user
@@ -311,6 +339,7 @@ async def emulated_cluster(
 ) -> AsyncIterator[EmulatedCluster]:
     emulator = ApiServerStandIn()
     emulator.record_requests = record_requests
+    emulator.namespace_calls = []
     resources = dict(_KINDS)
     if not service_monitors:
         resources.pop(SERVICE_MONITORS)
