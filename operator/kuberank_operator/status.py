@@ -97,7 +97,7 @@ def compute_status(
         _condition(
             conditions,
             "Ready",
-            ready > 0 and problem is None,
+            ready > 0,  # old pods keep serving through a stuck rollout
             "ReplicasReady"
             if ready > 0
             else ("ScaledToZero" if desired == 0 else "NoReplicasReady"),
@@ -108,7 +108,7 @@ def compute_status(
             conditions,
             "Progressing",
             rolling and problem is None,
-            "RollingOut" if rolling else "Complete",
+            problem.reason if problem else ("RollingOut" if rolling else "Complete"),
             f"{updated}/{desired} replicas updated, {ready_message}",
             generation,
         ),
