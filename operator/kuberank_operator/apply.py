@@ -100,6 +100,14 @@ def _last_applied(live: dict[str, Any]) -> dict[str, Any]:
         return {}  # hand-edited into garbage: compare against the live object only
 
 
+def _patchable(kind: ChildKind, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a manifest that may be patched after creation."""
+    if kind.patchable_spec is None or "spec" not in manifest:
+        return manifest
+    spec = {key: value for key, value in manifest["spec"].items() if key in kind.patchable_spec}
+    return {**manifest, "spec": spec}
+
+
 def is_owned_by(live: dict[str, Any], owner_uid: str) -> bool:
     references = live.get("metadata", {}).get("ownerReferences") or []
     return any(reference.get("uid") == owner_uid for reference in references)
@@ -139,9 +147,9 @@ async def converge(
             if live is None:
                 raise
             return await converge(client, kind, namespace, name, desired, live, owner_uid)
-    if kind.create_only:
-        return Outcome.UNCHANGED, live
-    patch = three_way_patch(_last_applied(live), full, live, kind.handed_over)
+    patch = three_way_patch(
+        _patchable(kind, _last_applied(live)), _patchable(kind, full), live, kind.handed_over
+    )
     if not patch:
         return Outcome.UNCHANGED, live
     return Outcome.UPDATED, await client.patch(kind.resource, namespace, name, patch)

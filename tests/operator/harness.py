@@ -379,7 +379,8 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     """Drive the running operator through every kind of API call it makes.
 
     For the chart's RBAC test: afterwards `set(cluster.calls())` is what the operator needs.
-    Creates (with a cache PVC and a ServiceMonitor), updates, turns autoscaling off (a delete),
+    Creates (with a cache PVC and a ServiceMonitor), updates (the cache grows), turns
+    autoscaling, the cache and monitoring off (deletes),
     puts back a deleted child, follows a Deployment's status, reports an invalid spec and a
     missing Secret (Events, status), and deletes a RerankerService.
     """
@@ -433,7 +434,7 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
         "full",
         {
             "spec": {
-                "model": {"name": "m2"},
+                "model": {"name": "m2", "cache": {"size": "40Gi"}},
                 "autoscaling": {"maxReplicas": 6},
                 "disruption": {"minAvailable": 0},
                 "monitoring": {"interval": "30s"},

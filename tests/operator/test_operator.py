@@ -9,6 +9,7 @@ import kmock
 from tests.operator.conftest import NAMESPACE, reranker
 from tests.operator.harness import (
     AUTOSCALERS,
+    CLAIMS,
     DEPLOYMENTS,
     DISRUPTION_BUDGETS,
     EVENTS,
@@ -358,7 +359,7 @@ async def test_the_api_calls_the_operator_needs(cluster: EmulatedCluster) -> Non
     for call in cluster.calls():
         needed[call.api_group, call.resource, call.subresource].add(call.verb)
     # Deployments, Services and PDBs always exist while their RerankerService does (garbage
-    # collection removes them with it); claims are never patched (a bound claim is immutable).
+    # collection removes them with it); a claim is patched only to grow.
     keep = {"get", "list", "watch", "create", "patch"}
     assert needed == {
         ("apiextensions.k8s.io", "customresourcedefinitions", ""): {"list", "watch"},
@@ -371,5 +372,27 @@ async def test_the_api_calls_the_operator_needs(cluster: EmulatedCluster) -> Non
         ("policy", "poddisruptionbudgets", ""): keep,
         ("autoscaling", "horizontalpodautoscalers", ""): keep | {"delete"},
         ("monitoring.coreos.com", "servicemonitors", ""): keep | {"delete"},
-        ("", "persistentvolumeclaims", ""): keep - {"patch"} | {"delete"},
+        ("", "persistentvolumeclaims", ""): keep | {"delete"},
     }
+
+
+async def test_the_cache_claim_only_grows(cluster: EmulatedCluster) -> None:
+    cache = {"size": "20Gi", "storageClassName": "fast"}
+    await created(cluster, model={"name": "m", "cache": cache})
+    claim = cluster.objects(CLAIMS, NAMESPACE)["ranker"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    await cluster.patch(
+        RERANKERS,
+        NAMESPACE,
+        "ranker",
+        {"spec": {"model": {"cache": {"size": "40Gi", "storageClassName": "slow"}}}},
+    )
+    await cluster.wait_until(
+        lambda: (
+            cluster.objects(CLAIMS, NAMESPACE)["ranker"]["spec"]["resources"]["requests"]["storage"]
+            == "40Gi"
+        ),
+        "the claim grown",
+    )
+    # A bound claim's class cannot change: it is not sent (the API server would refuse it).
+    assert cluster.objects(CLAIMS, NAMESPACE)["ranker"]["spec"]["storageClassName"] == "fast"

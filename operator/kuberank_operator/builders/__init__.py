@@ -24,8 +24,9 @@ class ChildKind:
     # Fields another controller takes over once we stop sending them (the HPA sets a
     # Deployment's replicas): never removed from the live object, never compared.
     handed_over: tuple[tuple[str, ...], ...] = ()
-    # Written once: a bound claim's spec is immutable, and replacing it would lose the cache.
-    create_only: bool = False
+    # The spec keys that may change after creation (None: all). A bound claim's spec is
+    # immutable but for its size, which may grow where the StorageClass allows expansion.
+    patchable_spec: tuple[str, ...] | None = None
 
 
 DEPLOYMENT = ChildKind("Deployment", Resource("apps", "v1", "deployments"), (("spec", "replicas"),))
@@ -37,7 +38,9 @@ DISRUPTION_BUDGET = ChildKind(
     "PodDisruptionBudget", Resource("policy", "v1", "poddisruptionbudgets")
 )
 CACHE_CLAIM = ChildKind(
-    "PersistentVolumeClaim", Resource("", "v1", "persistentvolumeclaims"), create_only=True
+    "PersistentVolumeClaim",
+    Resource("", "v1", "persistentvolumeclaims"),
+    patchable_spec=("resources",),
 )
 SERVICE_MONITOR = ChildKind(
     "ServiceMonitor", Resource("monitoring.coreos.com", "v1", "servicemonitors")
