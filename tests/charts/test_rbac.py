@@ -1,10 +1,11 @@
 """The operator chart's RBAC allows every API call the real operator makes, and nothing more.
 
 The calls come from a recorded session: the real operator (Kopf) against kmock's API
-emulator (tests/operator/harness.py) runs a RerankerService through its life: created with
-a model cache and a ServiceMonitor, updated, autoscaling turned off, a child deleted behind
-the operator's back, then deleted. Once watching every namespace (ClusterRole), once
-watching one namespace (Role there, ClusterRole only for what has no namespace).
+emulator, driven through every code path it has by `exercise_every_code_path` (the same
+scenario the operator tests run: create, grow the cache, update, turn features off, repair
+a deleted child, report bad specs and missing Secrets, delete). Once watching every
+namespace (ClusterRole), once watching one namespace (Role there, ClusterRole only for
+what has no namespace).
 """
 
 from __future__ import annotations
@@ -18,20 +19,12 @@ from kmock._internal import parsing
 from kmock._internal.parsing import ParsedPath
 from tests.charts.rendering import OPERATOR_CHART, by_kind, render
 from tests.operator.harness import (
-    AUTOSCALERS,
-    CLAIMS,
-    DEPLOYMENTS,
-    DISRUPTION_BUDGETS,
-    RERANKERS,
-    SECRETS,
-    SERVICE_MONITORS,
-    SERVICES,
     ApiCall,
     EmulatedCluster,
     emulated_cluster,
+    exercise_every_code_path,
 )
 
-from kuberank_operator.kube import Resource
 from kuberank_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.helm
@@ -41,107 +34,12 @@ Rule = dict[str, Any]
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 
-def _reranker() -> dict[str, Any]:
-    return {
-        "apiVersion": "kuberank.io/v1alpha1",
-        "kind": "RerankerService",
-        "metadata": {"name": "ranker"},
-        "spec": {
-            "model": {"name": "Qwen/Qwen3-Reranker-0.6B", "cache": {"size": "20Gi"}},
-            "auth": {"secretRef": {"name": "rerank-jwt", "key": "secret"}},
-            "monitoring": {"serviceMonitor": True},
-            "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3},
-        },
-    }
-
-
-def _spec_of(cluster: EmulatedCluster, resource: Resource) -> dict[str, Any]:
-    return dict((cluster.objects(resource, NAMESPACE).get("ranker") or {}).get("spec") or {})
-
-
 async def _life_of_a_reranker(
     cluster: EmulatedCluster, settings: OperatorSettings
 ) -> list[ApiCall]:
-    """Every kind of write the operator has: create each child, patch each patchable one,
-    delete each optional one, repair a deleted one, and let the owner go."""
-    await cluster.create(
-        SECRETS,
-        NAMESPACE,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "rerank-jwt"},
-            "data": {"secret": "a2V5LWZvci10aGUtcmJhYy10ZXN0"},
-        },
-    )
+    """Every kind of call the operator makes, driven by the operator tests' own scenario."""
     await cluster.start_operator(settings)
-    await cluster.create(RERANKERS, NAMESPACE, _reranker())
-    for child in (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, CLAIMS, SERVICE_MONITORS):
-        await cluster.wait_for_object(child, NAMESPACE, "ranker")
-
-    await cluster.patch(
-        RERANKERS,
-        NAMESPACE,
-        "ranker",
-        {
-            "spec": {
-                "model": {"name": "BAAI/bge-reranker-v2-m3"},
-                "service": {"port": 8080},
-                "autoscaling": {"maxReplicas": 5},
-                "disruption": {"minAvailable": 0},
-                "monitoring": {"interval": "30s"},
-            }
-        },
-    )
-    await cluster.wait_until(
-        lambda: (
-            "bge-reranker-v2-m3" in str(_spec_of(cluster, DEPLOYMENTS))
-            and "8080" in str(_spec_of(cluster, SERVICES))
-            and _spec_of(cluster, AUTOSCALERS).get("maxReplicas") == 5
-            and _spec_of(cluster, DISRUPTION_BUDGETS).get("minAvailable") == 0
-            and "30s" in str(_spec_of(cluster, SERVICE_MONITORS))
-        ),
-        "every child to follow the updated spec",
-    )
-
-    await cluster.patch(
-        RERANKERS,
-        NAMESPACE,
-        "ranker",
-        {
-            "spec": {
-                "model": {"cache": None},
-                "autoscaling": {"enabled": False},
-                "monitoring": {"serviceMonitor": False},
-            }
-        },
-    )
-    await cluster.wait_until(
-        lambda: (
-            not any(
-                cluster.objects(optional, NAMESPACE).get("ranker")
-                for optional in (AUTOSCALERS, CLAIMS, SERVICE_MONITORS)
-            )
-        ),
-        "the autoscaler, cache claim and ServiceMonitor to be removed",
-    )
-
-    first_uid = cluster.objects(SERVICES, NAMESPACE)["ranker"]["metadata"]["uid"]
-    await cluster.delete(SERVICES, NAMESPACE, "ranker")
-    await cluster.wait_until(
-        lambda: (
-            (cluster.objects(SERVICES, NAMESPACE).get("ranker") or {})
-            .get("metadata", {})
-            .get("uid")
-            not in (None, first_uid)
-        ),
-        "the deleted Service to be put back",
-    )
-
-    await cluster.delete(RERANKERS, NAMESPACE, "ranker")
-    await cluster.wait_until(
-        lambda: "ranker" not in cluster.objects(RERANKERS, NAMESPACE), "the RerankerService to go"
-    )
+    await exercise_every_code_path(cluster, NAMESPACE)
     await cluster.stop_operator()
     return cluster.calls()
 
