@@ -25,7 +25,7 @@ GRACE_MARGIN_SECONDS = 10
 # Generous: a first start downloads the weights (tens of GB for large rerankers).
 STARTUP_PROBE_PERIOD_SECONDS = 10
 STARTUP_PROBE_FAILURES = 180
-SERVER_UID = 1000
+SERVER_UID = 10001  # the non-root user the server images create (Dockerfile)
 
 
 def server_image(spec: RerankerSpec, settings: OperatorSettings) -> str:
