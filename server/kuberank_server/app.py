@@ -86,9 +86,15 @@ def create_app(
 
 
 def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
-    @app.get("/health", tags=["probes"])
-    async def health() -> dict[str, str]:
-        """Liveness: the process serves HTTP."""
+    def engine_dead() -> bool:
+        service: RerankService | None = getattr(app.state, "rerank_service", None)
+        return service is not None and service.scorer.engine.errored
+
+    @app.get("/health", tags=["probes"], responses={503: {"description": "engine dead"}})
+    async def health() -> Any:
+        """Liveness: the process serves HTTP and its engine, once started, is alive."""
+        if engine_dead():
+            return error_response(NotReadyError("the vLLM engine has died"))
         return {"status": "ok"}
 
     @app.get("/ready", tags=["probes"], responses={503: {"description": "not ready"}})
@@ -96,6 +102,8 @@ def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
         """Readiness: the engine is loaded, the golden query passed, and no drain began."""
         if lifecycle.state != "ready":
             return error_response(NotReadyError(f"not ready: {lifecycle.reason}"))
+        if engine_dead():
+            return error_response(NotReadyError("not ready: the vLLM engine has died"))
         return {"status": "ready"}
 
 

@@ -203,3 +203,26 @@ async def test_not_ready_while_the_engine_starts(minilm_scorer: Scorer) -> None:
         await asyncio.wait_for(app.state.lifecycle.settled.wait(), 60)
         assert (await client.get("/ready")).status_code == 200
         await still_serves(client)
+
+
+async def test_clients_reusing_a_request_id_do_not_collide(minilm_scorer: Scorer) -> None:
+    async with serving(minilm_scorer) as (_, client):
+        responses = await asyncio.gather(
+            *(client.post("/v1/rerank", json=SEED, headers={"X-Request-Id": "same-id"})
+              for _ in range(4))
+        )  # fmt: skip
+    assert [response.status_code for response in responses] == [200] * 4
+    assert {response.headers["x-request-id"] for response in responses} == {"same-id"}
+    assert len({response.json()["id"] for response in responses}) == 4
+
+
+async def test_a_dead_engine_fails_liveness_and_readiness(
+    minilm_scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(minilm_scorer) as (_, client):
+        assert (await client.get("/health")).status_code == 200
+        # Stand-in for an engine process that crashed: vLLM's own flag says so.
+        monkeypatch.setattr(type(minilm_scorer.engine), "errored", property(lambda _: True))
+        health, ready = await client.get("/health"), await client.get("/ready")
+    assert (health.status_code, ready.status_code) == (503, 503)
+    assert "died" in error_of(health)["message"]

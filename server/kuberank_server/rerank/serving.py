@@ -84,7 +84,8 @@ class RerankService:
         request.state.documents = len(documents)
         self._check_document_count(len(documents), documents_param)
         limits = self._limits(max_tokens_per_doc, truncate)
-        request_id = request.state.request_id
+        # Our own id, not the client's X-Request-Id: engine request ids must be unique.
+        request_id = new_request_id()
         async with self.admission.slot():
             scores = await self.scorer.score(
                 query,
@@ -130,7 +131,7 @@ class RerankService:
             )
         self._check_document_count(len(documents), "text_2")
         limits = self._limits(None, None)
-        request_id = request.state.request_id
+        request_id = new_request_id("score")
         groups = _group_by_query(queries, documents)
         async with self.admission.slot():
             group_scores = await asyncio.gather(
