@@ -46,6 +46,8 @@ async def test_qwen3_scores_match_transformers_reference(
     qwen3_scorer: Scorer, tiny_qwen3_path: Path
 ) -> None:
     assert qwen3_scorer.kind == "qwen3-reranker"  # detected from the name, model_kind auto
+    # Every document's prompt starts with the same instruction and query: vLLM caches it.
+    assert qwen3_scorer.engine.vllm_config.cache_config.enable_prefix_caching
     async with serving(qwen3_scorer, golden_query_check=False) as (_, client):
         response = await client.post(
             "/v1/rerank", json={"query": SEED_QUERY, "documents": QWEN3_DOCUMENTS}
@@ -82,6 +84,9 @@ async def test_bi_encoder_scores_match_sentence_transformers_cosine(
 ) -> None:
     from sentence_transformers import SentenceTransformer
 
+    # Encoder-only: no KV cache to share, so vLLM leaves prefix caching off (forcing it on
+    # would crash the engine).
+    assert not minilm_scorer.engine.vllm_config.cache_config.enable_prefix_caching
     documents = [*SEED_DOCUMENTS, "Ünïcödé — 中文 🚀"]
     async with serving(minilm_scorer) as (_, client):
         response = await client.post(
