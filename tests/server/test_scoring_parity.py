@@ -10,7 +10,7 @@ import pytest
 import torch
 from tests.server.harness import SEED_DOCUMENTS, SEED_QUERY, serving
 
-from kuberank_server.engine.prompts import format_qwen3_prompt
+from kuberank_server.engine.prompts import EngineInput, format_qwen3_prompt
 from kuberank_server.engine.scorer import Scorer, embedded_model_path
 from kuberank_server.settings import DEFAULT_INSTRUCTION
 
@@ -122,3 +122,11 @@ async def test_cross_encoder_scores_match_transformers_with_segments(
     assert max(expected) - min(expected) > 0.05, expected
     assert expected != pytest.approx(without_segments, abs=1e-3)
     assert [served[i] for i in range(4)] == pytest.approx(expected, abs=1e-3)
+
+
+def test_inputs_are_rendered_the_way_vllm_serves_them(minilm_scorer: Scorer) -> None:
+    """Pins the internal API the scorer relies on: a rendered input (a dict with a "type")
+    makes `AsyncLLM.add_request` skip its thread-pool preprocessing."""
+    rendered = minilm_scorer.render(EngineInput([101, 7592, 102]))
+    assert isinstance(rendered, dict) and "type" in rendered
+    assert rendered["prompt_token_ids"] == [101, 7592, 102]

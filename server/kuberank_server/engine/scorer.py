@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -188,8 +189,16 @@ class Scorer:
         )
         return list(results)
 
-    async def _pool_one(self, item: EngineInput, task: str, request_id: str) -> Any:
+    def render(self, item: EngineInput) -> Any:
+        """Token ids as the engine input vLLM's own server submits: already rendered, so
+        `AsyncLLM` skips its thread-pool preprocessing (a thread hop per document)."""
         from vllm.inputs import TokensPrompt
+
+        return self.engine.renderer.process_for_engine(
+            TokensPrompt(prompt_token_ids=item.token_ids), arrival_time=time.time()
+        )
+
+    async def _pool_one(self, item: EngineInput, task: str, request_id: str) -> Any:
         from vllm.pooling_params import PoolingParams
 
         params = PoolingParams(task=task)  # type: ignore[arg-type]
@@ -197,9 +206,7 @@ class Scorer:
             # vLLM's BERT rebuilds token_type_ids (0s, then 1s) from this index.
             params.extra_kwargs = {"compressed_token_type_ids": item.token_type_boundary}
         final = None
-        async for output in self.engine.encode(
-            TokensPrompt(prompt_token_ids=item.token_ids), params, request_id
-        ):
+        async for output in self.engine.encode(self.render(item), params, request_id):
             final = output
         if final is None or final.outputs is None:
             raise KuberankError("the engine returned no output for a document")
