@@ -55,6 +55,21 @@ def test_embedded_default_engine_arguments() -> None:
     assert args.hf_overrides in (None, {})
 
 
+@pytest.mark.parametrize("revision", [None, "main"])
+def test_the_embedded_model_named_by_its_hub_id_serves_the_bundled_weights(
+    revision: str | None,
+) -> None:
+    choice = choose_model(server_settings(model=EMBEDDED_MODEL_NAME, revision=revision))
+    assert choice == ModelChoice(embedded_model_path(), EMBEDDED_MODEL_NAME, "bi-encoder", True)
+
+
+def test_another_revision_of_the_embedded_model_goes_to_the_hub() -> None:
+    settings = server_settings(
+        model=EMBEDDED_MODEL_NAME, revision="abc123", model_kind="bi-encoder"
+    )
+    assert choose_model(settings).path == EMBEDDED_MODEL_NAME
+
+
 def test_qwen3_engine_arguments_and_extra_args() -> None:
     settings = server_settings(
         model="Qwen/Qwen3-Reranker-0.6B",

@@ -60,7 +60,11 @@ class ModelChoice:
 
 
 def choose_model(settings: ServerSettings) -> ModelChoice:
-    embedded = settings.model is None
+    # Naming the embedded model by its hub id (as the CPU sample RerankerService must, since
+    # the CRD requires a name) serves the bundled weights: same files, no network needed.
+    embedded = settings.model is None or (
+        settings.model == EMBEDDED_MODEL_NAME and settings.revision in (None, "main")
+    )
     path = embedded_model_path() if embedded else str(settings.model)
     default_name = EMBEDDED_MODEL_NAME if embedded else str(settings.model)
     return ModelChoice(
