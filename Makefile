@@ -84,8 +84,9 @@ lint: setup $(TOOLS)/.debian ## ruff, mypy, yamllint, hadolint
 	$(VENV)/bin/hadolint Dockerfile
 
 .PHONY: manifests
-manifests: setup $(TOOLS)/bin/helm ## regenerate CRD copies and manifests/ from their sources
+manifests: setup $(TOOLS)/bin/helm ## regenerate CRD copies, manifests/ and README's field reference
 	$(PY) -m scripts.generate
+	$(PY) -m scripts.field_reference
 
 .PHONY: ui
 ui: setup ## the playground UI against KUBERANK_URL (default http://127.0.0.1:8000)
