@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.server.harness import server_settings
 
@@ -70,9 +72,12 @@ def test_another_revision_of_the_embedded_model_goes_to_the_hub() -> None:
     assert choose_model(settings).path == EMBEDDED_MODEL_NAME
 
 
-def test_qwen3_engine_arguments_and_extra_args() -> None:
+def test_qwen3_engine_arguments_and_extra_args(tmp_path: Path) -> None:
+    # A local path: with HF_HUB_OFFLINE (as `make test` sets) vLLM resolves a hub id against
+    # the local cache while parsing arguments, and nothing is cached here. Forcing the kind
+    # means no config.json is read.
     settings = server_settings(
-        model="Qwen/Qwen3-Reranker-0.6B",
+        model=str(tmp_path),
         model_kind="qwen3-reranker",
         dtype="bfloat16",
         max_model_len=8192,
