@@ -39,6 +39,8 @@ from tests.operator.harness import (
     SERVICES,
     EmulatedCluster,
     emulated_cluster,
+    jwt_secret,
+    reranker,
     write_kubeconfig,
 )
 
@@ -46,18 +48,6 @@ CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, SERVICE_MONI
 NAMESPACE = "bench"
 LATENCY_SAMPLES = 100
 TIMEOUT_SECONDS = 150.0
-
-
-def rerank_service(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kuberank.io/v1alpha1",
-        "kind": "RerankerService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": "Qwen/Qwen3-Reranker-0.6B"},
-            "auth": {"secretRef": {"name": "jwt"}},
-        },
-    }
 
 
 def reconciled(cluster: EmulatedCluster, name: str, with_status: bool = False) -> bool:
@@ -122,16 +112,10 @@ async def wait_all(cluster: EmulatedCluster, names: list[str], with_status: bool
 async def fresh_cluster() -> AsyncIterator[tuple[EmulatedCluster, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         async with emulated_cluster(Path(tmp), record_requests=False) as cluster:
-            secret = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "jwt"},
-                "data": {"secret": "eA=="},
-            }
-            await cluster.create(SECRETS, NAMESPACE, secret)
+            await cluster.create(SECRETS, NAMESPACE, jwt_secret())
             async with operator_process(cluster, Path(tmp)) as pid:
                 # Ready once it has created the children of a first resource.
-                await cluster.create(RERANKERS, NAMESPACE, rerank_service("warm-up"))
+                await cluster.create(RERANKERS, NAMESPACE, reranker("warm-up"))
                 await wait_all(cluster, ["warm-up"], with_status=True)
                 yield cluster, pid
 
@@ -142,7 +126,7 @@ async def create_to_children_latency() -> list[float]:
         for index in range(LATENCY_SAMPLES):
             name = f"latency-{index}"
             started = time.perf_counter()
-            await cluster.create(RERANKERS, NAMESPACE, rerank_service(name))
+            await cluster.create(RERANKERS, NAMESPACE, reranker(name))
             # The emulator has no change notification to await: poll its store.
             while not reconciled(cluster, name):  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
@@ -158,7 +142,7 @@ async def reconcile_many(count: int) -> tuple[float, float, float]:
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         for name in names:  # as `kubectl apply -f` of a folder does: one after another
-            await cluster.create(RERANKERS, NAMESPACE, rerank_service(name))
+            await cluster.create(RERANKERS, NAMESPACE, reranker(name))
         await wait_all(cluster, names, with_status=True)
         return time.perf_counter() - started, cpu_seconds(pid) - cpu_before, rss_mb(pid)
 

@@ -71,6 +71,37 @@ AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
 DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets")
 CLAIMS = Resource("", "v1", "persistentvolumeclaims")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
+
+
+JWT_SECRET_NAME = "rerank-jwt"
+
+
+def reranker(
+    name: str = "ranker", *, secret_name: str = JWT_SECRET_NAME, **spec: Any
+) -> dict[str, Any]:
+    """A RerankerService as a user would write it: a model and its JWT Secret, then `spec`."""
+    return {
+        "apiVersion": "kuberank.io/v1alpha1",
+        "kind": "RerankerService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "Qwen/Qwen3-Reranker-0.6B"},
+            "auth": {"secretRef": {"name": secret_name}},
+            **spec,
+        },
+    }
+
+
+def jwt_secret(name: str = JWT_SECRET_NAME) -> dict[str, Any]:
+    """The Secret holding the HS256 key a `reranker` names."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {"secret": "c2VjcmV0LXZhbHVlLWZvci10ZXN0cw=="},
+    }
+
+
 SECRETS = Resource("", "v1", "secrets")
 EVENTS = Resource("", "v1", "events")
 
@@ -384,22 +415,11 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     puts back a deleted child, follows a Deployment's status, reports an invalid spec and a
     missing Secret (Events, status), and deletes a RerankerService.
     """
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "jwt"},
-        "data": {"secret": "eA=="},
-    }
-    await cluster.create(SECRETS, namespace, secret)
+    # Its own Secret name, so it can run where a test already made the default one.
+    await cluster.create(SECRETS, namespace, jwt_secret("jwt"))
 
     def rrs(name: str, **spec: Any) -> dict[str, Any]:
-        base = {"model": {"name": "m", "cache": {}}, "auth": {"secretRef": {"name": "jwt"}}}
-        return {
-            "apiVersion": "kuberank.io/v1alpha1",
-            "kind": "RerankerService",
-            "metadata": {"name": name},
-            "spec": {**base, **spec},
-        }
+        return reranker(name, secret_name="jwt", **({"model": {"name": "m", "cache": {}}} | spec))
 
     def reason(name: str) -> str | None:
         obj = cluster.objects(RERANKERS, namespace).get(name, {})

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.operator.conftest import reranker
 from tests.operator.harness import (
     DEPLOYMENTS,
     RERANKERS,
     SECRETS,
     emulated_cluster,
+    reranker,
     write_kubeconfig,
 )
 from tests.support import free_port

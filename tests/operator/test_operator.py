@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import kmock
-from tests.operator.conftest import NAMESPACE, reranker
+from tests.operator.conftest import NAMESPACE
 from tests.operator.harness import (
     AUTOSCALERS,
     CLAIMS,
@@ -21,6 +21,7 @@ from tests.operator.harness import (
     EmulatedCluster,
     emulated_cluster,
     exercise_every_code_path,
+    reranker,
 )
 
 CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, SERVICE_MONITORS)
