@@ -218,6 +218,14 @@ class Scorer:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+        # AsyncLLM.__del__ shuts down again, and when the engine is only collected during
+        # interpreter teardown that runs on emptied module globals (a traceback at every
+        # exit). Once is enough: the instance attribute shadows the method __del__ calls.
+        self.engine.shutdown = _already_shut_down  # type: ignore[method-assign]
+
+
+def _already_shut_down(timeout: float | None = None) -> None:
+    """Stands in for AsyncLLM.shutdown once the engine has been shut down."""
 
 
 def _cosines(query: Any, documents: Sequence[Any]) -> list[float]:
