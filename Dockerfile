@@ -19,6 +19,7 @@ ENV PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY docker/ docker/
+COPY contract/ contract/
 COPY server/ server/
 COPY operator/ operator/
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from kuberank_contract import LABEL_MANAGED_BY
 from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
 from kuberank_operator.builders import CHILD_KINDS, ChildKind
 from kuberank_operator.handlers.handle_child_event import on_child_event
@@ -14,7 +15,7 @@ from kuberank_operator.handlers.handle_reconcile import reconcile
 from kuberank_operator.runtime import Runtime
 
 RESYNC_SECONDS = 300.0
-MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
+MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
 
 
 @kopf.on.startup()

@@ -8,16 +8,29 @@ equal to the CRD's.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from kuberank_contract import RequestLimits
+
 Quantity = int | str
+
+
+class CelRule(TypedDict):
+    """One `x-kubernetes-validations` entry of the CRD."""
+
+    rule: str
+    message: str
+    fieldPath: NotRequired[str]
 
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # CEL rules the API server checks on this object (generated into the CRD); the model's
+    # own validators check the same rules for the operator, in the same words.
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
 
 
 class SecretKeyRef(SpecModel):
@@ -62,16 +75,12 @@ class EngineSpec(SpecModel):
     max_num_seqs: int = Field(256, ge=1)
     extra_args: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _no_commas(self) -> EngineSpec:
-        # The server reads KUBERANK_ENGINE_EXTRA_ARGS as a comma list.
-        for arg in self.extra_args:
-            if "," in arg:
-                raise ValueError(f"engine.extraArgs item {arg!r} must not contain a comma")
-        return self
-
 
 class ResourcesSpec(SpecModel):
+    cel_rules = (
+        CelRule(rule="self.gpu >= 0", message="resources.gpu must be 0 (a CPU pod) or more"),
+    )
+
     gpu: int = Field(1, ge=0)
     gpu_resource: str = "nvidia.com/gpu"
     cpu: Quantity = "4"
@@ -130,13 +139,8 @@ class AuthSpec(SpecModel):
     required_scopes: list[str] = Field(default_factory=lambda: ["rerank"])
 
 
-class LimitsSpec(SpecModel):
-    max_documents: int = Field(1000, ge=1)
-    max_document_tokens: int = Field(4096, ge=1)
-    max_query_tokens: int = Field(2048, ge=1)
-    truncate: bool = True
-    max_concurrent_requests: int = Field(64, ge=1)
-    max_queued_requests: int = Field(256, ge=0)
+class LimitsSpec(SpecModel, RequestLimits):
+    """Bounds on each request and on the load one pod accepts (the server's own settings)."""
 
 
 class ServiceSpec(SpecModel):
@@ -154,7 +158,30 @@ class DisruptionSpec(SpecModel):
     min_available: Quantity = 1
 
 
+MIN_REPLICAS_MESSAGE = "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
+KEY_SOURCE_MESSAGE = (
+    "auth.mode jwt needs exactly one key source: auth.secretRef (HS*), "
+    "auth.publicKeySecretRef (RS*/ES*) or auth.jwksURL; or set auth.mode: disabled"
+)
+
+
 class RerankerSpec(SpecModel):
+    cel_rules = (
+        CelRule(
+            rule="!self.autoscaling.enabled"
+            " || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+            message=MIN_REPLICAS_MESSAGE,
+            fieldPath=".autoscaling.minReplicas",
+        ),
+        CelRule(
+            rule="self.auth.mode != 'jwt' || (has(self.auth.secretRef) ? 1 : 0)"
+            " + (has(self.auth.publicKeySecretRef) ? 1 : 0)"
+            " + (has(self.auth.jwksURL) ? 1 : 0) == 1",
+            message=KEY_SOURCE_MESSAGE,
+            fieldPath=".auth",
+        ),
+    )
+
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec)
     image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
@@ -170,17 +197,12 @@ class RerankerSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RerankerSpec:
-        # The first two are the CRD's CEL rules, word for word in their messages.
+        # The first two are the CEL rules above, in the same words.
         scaling = self.autoscaling
         if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
-            raise ValueError(
-                "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
-            )
+            raise ValueError(MIN_REPLICAS_MESSAGE)
         if self.auth.mode == "jwt" and len(self.key_sources) != 1:
-            raise ValueError(
-                "auth.mode jwt needs exactly one key source: auth.secretRef (HS*), "
-                "auth.publicKeySecretRef (RS*/ES*) or auth.jwksURL; or set auth.mode: disabled"
-            )
+            raise ValueError(KEY_SOURCE_MESSAGE)
         if scaling.enabled and self.resources.gpu == 0 and scaling.target_requests_waiting is None:
             raise ValueError(
                 "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetRequestsWaiting,"

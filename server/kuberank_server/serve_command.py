@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, get_origin
 
 import httpx
 import uvicorn
@@ -59,6 +59,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 help=help_text)  # fmt: skip
+        elif get_origin(field.annotation) is list:
+            parser.add_argument(flag, dest=name, metavar="JSON_LIST", type=json_list,
+                                help=help_text)  # fmt: skip
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
     parser.add_argument(
@@ -69,6 +72,19 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "and print a curl command with a fresh token once ready",
     )
     parser.set_defaults(run=run)
+
+
+def json_list(value: str) -> list[str]:
+    """A list flag takes a JSON list, as its environment variable does."""
+    try:
+        items = json.loads(value)
+    except json.JSONDecodeError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON list of strings such as \'["a", "b"]\', got {value!r}'
+        )
+    return items
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:

@@ -1,35 +1,37 @@
 """The server's one settings object.
 
 Every field is read from a `KUBERANK_<FIELD>` environment variable and can be overridden by
-the matching `--field-name` flag of `kuberank-server serve`. The operator sets these variables
-on the pods it creates, so the names here are part of the contract with `operator/`.
+the matching `--field-name` flag of `kuberank-server serve`. Lists travel as JSON
+(`KUBERANK_JWT_ALGORITHMS='["RS256", "ES256"]'`), decoded by pydantic-settings, so an item may
+hold commas and quotes. The operator sets these variables on the pods it creates; the enums,
+defaults and bounds it shares with this file come from `kuberank_contract`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ModelKind = Literal["auto", "qwen3-reranker", "cross-encoder", "bi-encoder"]
+from kuberank_contract import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_INSTRUCTION,
+    DEFAULT_JWT_ALGORITHMS,
+    DEFAULT_REQUIRED_SCOPES,
+    ENV_PREFIX,
+    HTTP_PORT,
+    METRICS_PORT,
+    AuthMode,
+    Dtype,
+    ModelKind,
+    RequestLimits,
+)
 
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
-
-def _split_list(value: object) -> object:
-    """Accept `a,b` from the environment as well as a JSON list."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-CommaList = Annotated[list[str], NoDecode]
-
-
-class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KUBERANK_", extra="ignore")
+class ServerSettings(BaseSettings, RequestLimits):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- model and engine -------------------------------------------------------------------
     model: str | None = Field(
@@ -40,31 +42,34 @@ class ServerSettings(BaseSettings):
     model_kind: ModelKind = Field("auto", description="detected from the model's config if auto")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="default Qwen3-Reranker instruction")
     max_model_len: int | None = Field(None, description="engine context length")
-    dtype: Literal["auto", "half", "float16", "bfloat16", "float32"] = "auto"
+    dtype: Dtype = "auto"
     quantization: str | None = None
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
     max_num_seqs: int | None = Field(None, gt=0)
-    engine_extra_args: CommaList = Field(
-        default_factory=list, description="extra vLLM engine CLI flags, e.g. --enforce-eager"
+    engine_extra_args: list[str] = Field(
+        default_factory=list,
+        description='extra vLLM engine CLI flags as a JSON list, e.g. ["--enforce-eager"]',
     )
 
     # --- network ----------------------------------------------------------------------------
     host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
-    metrics_port: int = Field(9100, ge=0, le=65535, description="0 turns the metrics port off")
+    port: int = Field(HTTP_PORT, ge=1, le=65535)
+    metrics_port: int = Field(
+        METRICS_PORT, ge=0, le=65535, description="0 turns the metrics port off"
+    )
 
     # --- auth -------------------------------------------------------------------------------
-    auth_mode: Literal["jwt", "disabled"] = "jwt"
+    auth_mode: AuthMode = "jwt"
     jwt_secret: SecretStr | None = Field(None, description="HS* shared secret")
     jwt_secret_file: Path | None = Field(None, description="file holding the HS* shared secret")
     jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS*/ES*")
     jwks_url: str | None = Field(None, description="JWKS endpoint for RS*/ES* keys by kid")
-    jwt_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
+    jwt_algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_JWT_ALGORITHMS))
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    jwt_required_scopes: CommaList = Field(default_factory=lambda: ["rerank"])
+    jwt_required_scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES))
     jwt_leeway_seconds: float = Field(30, ge=0)
     jwks_cache_seconds: float = Field(300, gt=0, description="how long fetched keys are trusted")
     jwks_refetch_cooldown_seconds: float = Field(
@@ -75,14 +80,8 @@ class ServerSettings(BaseSettings):
     )
     rate_limit_burst: int = Field(20, ge=1)
 
-    # --- limits -----------------------------------------------------------------------------
-    max_documents: int = Field(1000, ge=1)
-    max_document_tokens: int = Field(4096, ge=1)
-    max_query_tokens: int = Field(2048, ge=1)
-    truncate: bool = Field(True, description="truncate long inputs; false rejects them with 413")
+    # --- limits (the shared ones come from RequestLimits) -------------------------------------
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    max_concurrent_requests: int = Field(64, ge=1)
-    max_queued_requests: int = Field(256, ge=0)
 
     # --- lifecycle --------------------------------------------------------------------------
     drain_timeout_seconds: float = Field(
@@ -94,12 +93,3 @@ class ServerSettings(BaseSettings):
         " off only for models that are not trained rerankers (random test checkpoints)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lists_from_commas(cls, data: object) -> object:
-        if isinstance(data, dict):
-            for key in ("engine_extra_args", "jwt_algorithms", "jwt_required_scopes"):
-                if key in data:
-                    data[key] = _split_list(data[key])
-        return data

@@ -250,7 +250,7 @@ def test_monitoring_off_and_public_key_file() -> None:
     assert deployment is not None
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     assert env["KUBERANK_JWT_PUBLIC_KEY_FILE"] == "/etc/kuberank/jwt/public.pem"
-    assert env["KUBERANK_JWT_ALGORITHMS"] == "RS256" and "KUBERANK_JWT_SECRET" not in env
+    assert env["KUBERANK_JWT_ALGORITHMS"] == '["RS256"]' and "KUBERANK_JWT_SECRET" not in env
     no_api = desired_children(
         OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False
     )

@@ -172,7 +172,6 @@ def test_there_is_a_gpu_and_a_cpu_sample() -> None:
     ("spec", "message"),
     [
         ({"model": {"name": "m"}, "auth": HS_KEY, "image": "Bad Image"}, r"spec\.image"),
-        ({"model": {"name": "m"}, "auth": HS_KEY, "engine": {"extraArgs": ["--a,b"]}}, "comma"),
         ({"model": {"name": "m"}, "auth": HS_KEY, "resources": {"gpu": 0}}, "CPU pod"),
         ({"model": {"name": "m"}, "auth": HS_KEY, "replicaz": 2}, r"spec\.replicaz: Extra inputs"),
         ({"auth": HS_KEY}, r"spec\.model: Field required"),

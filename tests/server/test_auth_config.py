@@ -131,7 +131,7 @@ def test_settings_from_the_environment_configure_the_same_checks(
     monkeypatch: pytest.MonkeyPatch, key_files: dict[str, Path]
 ) -> None:
     monkeypatch.setenv("KUBERANK_JWT_PUBLIC_KEY_FILE", str(key_files["rsa"]))
-    monkeypatch.setenv("KUBERANK_JWT_ALGORITHMS", "RS256,ES256")
+    monkeypatch.setenv("KUBERANK_JWT_ALGORITHMS", '["RS256", "ES256"]')
 
     with pytest.raises(AuthConfigurationError, match="cannot verify ES256"):
         Authenticator.from_settings(ServerSettings(), ServerMetrics())

@@ -50,7 +50,7 @@ async def test_a_token_minted_from_the_server_settings_verifies_against_them(
         "KUBERANK_JWT_SECRET": SECRET,
         "KUBERANK_JWT_ISSUER": ISSUER,
         "KUBERANK_JWT_AUDIENCE": AUDIENCE,
-        "KUBERANK_JWT_REQUIRED_SCOPES": "rerank,score",
+        "KUBERANK_JWT_REQUIRED_SCOPES": '["rerank", "score"]',
     }
 
     minted = run_token_command(
@@ -89,7 +89,7 @@ async def test_a_private_key_mints_tokens_for_a_public_key_server(
     key = rsa_private_key()
     (tmp_path / "private.pem").write_bytes(private_pem(key))
     (tmp_path / "public.pem").write_bytes(public_pem(key.public_key()))
-    env = {"KUBERANK_JWT_ALGORITHMS": "PS256,RS256"}
+    env = {"KUBERANK_JWT_ALGORITHMS": '["PS256", "RS256"]'}
 
     minted = run_token_command(
         "--subject", "svc", "--private-key-file", str(tmp_path / "private.pem"), env=env
@@ -140,7 +140,7 @@ def test_a_secret_file_flag_takes_the_key_from_that_file(tmp_path: Path) -> None
         ),
         pytest.param(
             ("--subject", "svc"),
-            {"KUBERANK_JWT_SECRET": SECRET, "KUBERANK_JWT_ALGORITHMS": "none"},
+            {"KUBERANK_JWT_SECRET": SECRET, "KUBERANK_JWT_ALGORITHMS": '["none"]'},
             "'none'",
             id="alg none",
         ),
@@ -163,7 +163,7 @@ def test_a_private_key_that_fits_no_configured_algorithm_is_refused(tmp_path: Pa
 
     result = run_token_command(
         "--subject", "svc", "--private-key-file", str(tmp_path / "private.pem"),
-        env={"KUBERANK_JWT_ALGORITHMS": "ES256"},
+        env={"KUBERANK_JWT_ALGORITHMS": '["ES256"]'},
     )  # fmt: skip
 
     assert result.returncode == 2

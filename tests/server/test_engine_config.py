@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,13 +93,27 @@ def test_qwen3_engine_arguments_and_extra_args(tmp_path: Path) -> None:
     assert args.max_num_batched_tokens == 4096
 
 
-def test_extra_args_from_the_environment_are_comma_separated(
+def test_extra_args_from_the_environment_are_a_json_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("KUBERANK_ENGINE_EXTRA_ARGS", "--enforce-eager,--max-num-seqs 8")
+    """Items keep their commas and quotes: a flag with a shell-quoted JSON value, and a flag
+    followed by its JSON value as an item of its own."""
+    pooler = {"pooling_type": "LAST", "use_activation": False}
+    overrides = {"max_position_embeddings": 512, "model_type": "bert"}
+    items = [
+        "--enforce-eager",
+        "--max-num-seqs 8",
+        f"--pooler-config '{json.dumps(pooler)}'",
+        "--hf-overrides",
+        json.dumps(overrides),
+    ]
+    monkeypatch.setenv("KUBERANK_ENGINE_EXTRA_ARGS", json.dumps(items))
     settings = server_settings()
+    assert settings.engine_extra_args == items
     args = build_engine_args(settings, choose_model(settings))
     assert (args.enforce_eager, args.max_num_seqs) == (True, 8)
+    assert args.hf_overrides == overrides
+    assert pooler.items() <= vars(args.pooler_config).items()
 
 
 def test_unknown_engine_flag_is_a_clear_error() -> None:

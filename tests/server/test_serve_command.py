@@ -29,7 +29,9 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBERANK_MAX_DOCUMENTS", "5")
     monkeypatch.setenv("KUBERANK_TRUNCATE", "true")
     monkeypatch.setenv("KUBERANK_PORT", "8100")
-    settings = parse("--max-documents", "7", "--no-truncate", "--jwt-algorithms", "RS256,ES256")
+    settings = parse(
+        "--max-documents", "7", "--no-truncate", "--jwt-algorithms", '["RS256", "ES256"]'
+    )
     assert (settings.max_documents, settings.truncate, settings.port) == (7, False, 8100)
     assert settings.jwt_algorithms == ["RS256", "ES256"]
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kuberank_contract import (
+    HTTP_PORT,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    METRICS_PORT,
+    SERVER_APP_NAME,
+    SERVER_COMPONENT,
+)
 from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, KIND
 
-HTTP_PORT = 8000
-METRICS_PORT = 9100
-SERVER_NAME = "kuberank-server"
+__all__ = ["HTTP_PORT", "METRICS_PORT", "Owner", "labels", "metadata", "selector_labels"]
 
 
 @dataclass(frozen=True)
@@ -34,13 +42,13 @@ class Owner:
 
 def selector_labels(owner: Owner) -> dict[str, str]:
     """The labels that pick this service's pods (immutable in a Deployment's selector)."""
-    return {"app.kubernetes.io/name": SERVER_NAME, "app.kubernetes.io/instance": owner.name}
+    return {LABEL_NAME: SERVER_APP_NAME, LABEL_INSTANCE: owner.name}
 
 
 def labels(owner: Owner) -> dict[str, str]:
     return selector_labels(owner) | {
-        "app.kubernetes.io/component": "reranker",
-        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        LABEL_COMPONENT: SERVER_COMPONENT,
+        LABEL_MANAGED_BY: FIELD_MANAGER,
     }
 
 

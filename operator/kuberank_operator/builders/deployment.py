@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kuberank_operator.builders.common import (
@@ -35,10 +36,11 @@ def server_image(spec: RerankerSpec, settings: OperatorSettings) -> str:
 
 
 def _plain(name: str, value: object) -> dict[str, Any]:
+    # Lists and maps travel as JSON, as the server's settings decode them.
     if isinstance(value, bool):
         value = str(value).lower()
-    elif isinstance(value, list):
-        value = ",".join(value)
+    elif isinstance(value, list | dict):
+        value = json.dumps(value)
     return {"name": name, "value": str(value)}
 
 

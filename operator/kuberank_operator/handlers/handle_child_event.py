@@ -6,6 +6,7 @@ import logging
 
 import kopf
 
+from kuberank_contract import LABEL_INSTANCE
 from kuberank_operator.apply import ForeignChildError, converge, is_owned_by
 from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind, desired_children
 from kuberank_operator.handlers.common import announce, owner_of, publish_status
@@ -14,7 +15,6 @@ from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, parse_spec
 
 logger = logging.getLogger(__name__)
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 
 async def on_child_event(
@@ -25,7 +25,7 @@ async def on_child_event(
     parents: kopf.Index[tuple[str | None, str], kopf.Body],
 ) -> None:
     meta = child.get("metadata", {})
-    namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(INSTANCE_LABEL)
+    namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(LABEL_INSTANCE)
     if not namespace or not parent_name:
         return
     async with runtime.lock(namespace, parent_name):

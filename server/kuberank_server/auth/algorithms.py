@@ -12,11 +12,10 @@ from collections.abc import Iterable, Sequence
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+from kuberank_contract import EC_ALGORITHMS, EDDSA_ALGORITHMS, HMAC_ALGORITHMS, RSA_ALGORITHMS
+
 EC_CURVE_BY_ALGORITHM = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
-EDDSA_ALGORITHMS = frozenset({"EdDSA"})
-PUBLIC_KEY_ALGORITHMS = RSA_ALGORITHMS | frozenset(EC_CURVE_BY_ALGORITHM) | EDDSA_ALGORITHMS
+PUBLIC_KEY_ALGORITHMS = RSA_ALGORITHMS | EC_ALGORITHMS | EDDSA_ALGORITHMS
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
 
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from kuberank_server.settings import ModelKind
+from kuberank_contract import ModelKind
 
 ResolvedKind = Literal["qwen3-reranker", "cross-encoder", "bi-encoder"]
 

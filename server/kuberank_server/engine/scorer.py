@@ -106,10 +106,17 @@ def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
             argv += [flag, str(value)]
     if choice.kind == "qwen3-reranker":
         argv += ["--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES)]
-    extra: list[str] = []
-    for item in settings.engine_extra_args:
-        extra += shlex.split(item)
-    return argv + extra
+    return argv + extra_argv(settings.engine_extra_args)
+
+
+def extra_argv(items: list[str]) -> list[str]:
+    """`engine_extra_args` as argv: an item that is a flag may carry its value after a space,
+    shell-quoted as in vLLM's docs (`--hf-overrides '{"a": 1, "b": 2}'`); any other item is
+    a value by itself and passes verbatim (`["--hf-overrides", "{\"a\": 1}"]`)."""
+    argv: list[str] = []
+    for item in items:
+        argv += shlex.split(item) if item.startswith("-") else [item]
+    return argv
 
 
 def build_engine_args(settings: ServerSettings, choice: ModelChoice) -> Any:

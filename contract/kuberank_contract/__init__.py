@@ -1,0 +1,85 @@
+"""The facts the rerank server and the operator share, each defined once.
+
+Both sides import this package (it needs pydantic only: no vLLM, no Kopf). The server's
+settings and the operator's spec models, hence the generated CRD, derive their enums,
+defaults and bounds from here; tests/contract checks that the two sides still agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from pydantic import BaseModel, Field
+
+# --- what a model is and how it is loaded ---------------------------------------------------
+ModelKind = Literal["auto", "qwen3-reranker", "cross-encoder", "bi-encoder"]
+MODEL_KINDS: Final = get_args(ModelKind)
+# vLLM's own dtype names; `half` and `float16` are the same precision.
+Dtype = Literal["auto", "half", "float16", "bfloat16", "float32"]
+DTYPES: Final = get_args(Dtype)
+DEFAULT_INSTRUCTION: Final = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+DEFAULT_GPU_MEMORY_UTILIZATION: Final = 0.9
+
+# --- auth -----------------------------------------------------------------------------------
+AuthMode = Literal["jwt", "disabled"]
+AUTH_MODES: Final = get_args(AuthMode)
+HmacAlgorithm = Literal["HS256", "HS384", "HS512"]
+RsaAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+EcAlgorithm = Literal["ES256", "ES384", "ES512"]
+EdDsaAlgorithm = Literal["EdDSA"]
+JwtAlgorithm = Literal[HmacAlgorithm, RsaAlgorithm, EcAlgorithm, EdDsaAlgorithm]
+HMAC_ALGORITHMS: Final = frozenset(get_args(HmacAlgorithm))
+RSA_ALGORITHMS: Final = frozenset(get_args(RsaAlgorithm))
+EC_ALGORITHMS: Final = frozenset(get_args(EcAlgorithm))
+EDDSA_ALGORITHMS: Final = frozenset(get_args(EdDsaAlgorithm))
+JWT_ALGORITHMS: Final = get_args(JwtAlgorithm)
+DEFAULT_JWT_ALGORITHMS: Final = ("HS256",)
+DEFAULT_REQUIRED_SCOPES: Final = ("rerank",)
+
+
+class RequestLimits(BaseModel):
+    """Bounds on each request and on the load one pod accepts.
+
+    The same fields are the server's settings (`KUBERANK_MAX_DOCUMENTS`, ...) and the CR's
+    `spec.limits` (camelCase), so a bound or default is written here alone.
+    """
+
+    max_documents: int = Field(
+        1000, ge=1, description="Most documents in one request (413 past it)."
+    )
+    max_document_tokens: int = Field(4096, ge=1, description="Most tokens of one document.")
+    max_query_tokens: int = Field(2048, ge=1, description="Most tokens of the query.")
+    truncate: bool = Field(
+        True, description="Truncate inputs over the token limits; false rejects them with 413."
+    )
+    max_concurrent_requests: int = Field(64, ge=1, description="Requests one pod scores at once.")
+    max_queued_requests: int = Field(
+        256,
+        ge=0,
+        description="Requests one pod queues beyond those; more are answered 429 with Retry-After.",
+    )
+
+
+# --- how settings travel from the operator to the server -----------------------------------
+ENV_PREFIX: Final = "KUBERANK_"
+
+
+def env_var(setting: str) -> str:
+    """The environment variable of a server setting (`max_documents` -> KUBERANK_MAX_DOCUMENTS).
+
+    Lists and maps travel as JSON, which the server's settings decode (pydantic-settings)."""
+    return ENV_PREFIX + setting.upper()
+
+
+# --- ports and labels ----------------------------------------------------------------------
+HTTP_PORT: Final = 8000
+METRICS_PORT: Final = 9100
+SERVER_APP_NAME: Final = "kuberank-server"
+SERVER_COMPONENT: Final = "reranker"
+OPERATOR_NAME: Final = "kuberank-operator"  # also the operator's field manager
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
