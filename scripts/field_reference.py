@@ -1,4 +1,5 @@
-"""README.md's RerankerService field reference, generated from the CRD (its single source).
+"""README.md's RerankerService field reference, generated from the CRD (itself generated from
+the operator's typed models by scripts.generate).
 
     python -m scripts.field_reference          rewrite the reference between the README markers
     python -m scripts.field_reference --check  exit 1 if the README's reference has drifted
@@ -24,7 +25,7 @@ CRD_PATH = REPO_ROOT / "operator" / "kuberank_operator" / "crd" / "rerankerservi
 README_PATH = REPO_ROOT / "README.md"
 BEGIN_MARKER = (
     "<!-- field-reference:begin (generated from the CRD by `python -m scripts.field_reference`;"
-    " edit the CRD, not this table) -->"
+    " edit the models in operator/kuberank_operator/spec.py, not this table) -->"
 )
 END_MARKER = "<!-- field-reference:end -->"
 

@@ -35,7 +35,7 @@ RSA_ALGORITHMS: Final = frozenset(get_args(RsaAlgorithm))
 EC_ALGORITHMS: Final = frozenset(get_args(EcAlgorithm))
 EDDSA_ALGORITHMS: Final = frozenset(get_args(EdDsaAlgorithm))
 JWT_ALGORITHMS: Final = get_args(JwtAlgorithm)
-DEFAULT_JWT_ALGORITHMS: Final = ("HS256",)
+DEFAULT_JWT_ALGORITHMS: Final[tuple[JwtAlgorithm, ...]] = ("HS256",)
 DEFAULT_REQUIRED_SCOPES: Final = ("rerank",)
 
 

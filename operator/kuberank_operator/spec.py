@@ -8,12 +8,22 @@ equal to the CRD's.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from kuberank_contract import RequestLimits
+from kuberank_contract import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_INSTRUCTION,
+    DEFAULT_JWT_ALGORITHMS,
+    DEFAULT_REQUIRED_SCOPES,
+    AuthMode,
+    Dtype,
+    JwtAlgorithm,
+    ModelKind,
+    RequestLimits,
+)
 
 Quantity = int | str
 
@@ -27,7 +37,13 @@ class CelRule(TypedDict):
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # Field docstrings are the CRD's descriptions (what `kubectl explain` shows).
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
     # CEL rules the API server checks on this object (generated into the CRD); the model's
     # own validators check the same rules for the operator, in the same words.
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
@@ -35,45 +51,72 @@ class SpecModel(BaseModel):
 
 class SecretKeyRef(SpecModel):
     name: str = Field(min_length=1)
+    """Name of a Secret in the RerankerService's namespace."""
     key: str
 
 
 class HfTokenSecretRef(SecretKeyRef):
     key: str = "token"
+    """Key of the Secret that holds the token."""
 
 
 class JwtSecretRef(SecretKeyRef):
     key: str = "secret"
+    """Key of the Secret that holds the shared secret."""
 
 
 class PublicKeySecretRef(SecretKeyRef):
     key: str = "public.pem"
+    """Key of the Secret that holds the PEM public key."""
 
 
 class ModelCache(SpecModel):
     size: Quantity = "20Gi"
+    """Requested size of the cache volume (a Kubernetes quantity)."""
     storage_class_name: str | None = None
+    """StorageClass of the cache volume; unset uses the cluster's default."""
     access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = "ReadWriteMany"
+    """ReadWriteMany lets replicas on different nodes share the cache; ReadWriteOnce needs a
+    storage class without RWX and keeps all replicas on one node."""
 
 
 class ModelSpec(SpecModel):
     name: str = Field(min_length=1)
+    """Hugging Face model id (e.g. Qwen/Qwen3-Reranker-0.6B) or a path inside the model cache
+    volume."""
     revision: str = "main"
-    kind: Literal["auto", "qwen3-reranker", "cross-encoder", "bi-encoder"] = "auto"
-    instruction: str = "Given a web search query, retrieve relevant passages that answer the query"
+    """Model revision to load (branch, tag or commit hash)."""
+    kind: ModelKind = "auto"
+    """How the model scores a query and a document; auto detects it from the model's config."""
+    instruction: str = DEFAULT_INSTRUCTION
+    """Default task instruction for instruction-following rerankers (Qwen3-Reranker); requests
+    may override it."""
     max_model_len: int = Field(32768, ge=16)
-    dtype: Literal["auto", "half", "bfloat16", "float32"] = "auto"
+    """Engine context length in tokens (query plus document)."""
+    dtype: Dtype = "auto"
+    """Weight and activation precision; auto follows the model's config."""
     quantization: str | None = None
+    """vLLM quantization method (e.g. fp8, awq); unset loads the weights as they are."""
     hf_token_secret_ref: HfTokenSecretRef | None = None
+    """Secret key holding a Hugging Face token, for gated or private models (set as HF_TOKEN)."""
     cache: ModelCache | None = None
+    """A PersistentVolumeClaim per service for downloaded weights; when absent the cache is an
+    emptyDir and weights download at every start."""
 
 
 class EngineSpec(SpecModel):
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
+    """Fraction of GPU memory the engine may use for weights, activations and KV cache."""
     enable_chunked_prefill: bool = True
+    """Split long prompts into chunks so that short requests are not stuck behind them."""
     enable_prefix_caching: bool = True
+    """Reuse the KV cache of a shared prefix (the query and instruction) across documents."""
     max_num_seqs: int = Field(256, ge=1)
+    """Most sequences (query-document pairs) the engine scores in one batch."""
     extra_args: list[str] = Field(default_factory=list)
+    """Extra vLLM engine flags, e.g. --enforce-eager. An item that is a flag may carry its value
+    after a space, shell-quoted as in vLLM's docs (--hf-overrides '{"a": 1, "b": 2}'); any other
+    item is the previous flag's value, taken verbatim (JSON with commas and quotes is fine)."""
 
 
 class ResourcesSpec(SpecModel):
@@ -82,61 +125,86 @@ class ResourcesSpec(SpecModel):
     )
 
     gpu: int = Field(1, ge=0)
+    """GPUs per pod; 0 makes a CPU pod from the operator's CPU image (dev clusters, kind)."""
     gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource name of the GPU, also the key of the taint that GPU nodes carry."""
     cpu: Quantity = "4"
+    """CPU request and limit per pod (a Kubernetes quantity)."""
     memory: Quantity = "16Gi"
+    """Memory request and limit per pod (a Kubernetes quantity)."""
 
 
 class Toleration(SpecModel):
+    """A Kubernetes toleration."""
+
     key: str | None = None
+    """Taint key the toleration applies to; empty matches all keys."""
     operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (the default)."""
     value: str | None = None
+    """Taint value to match when the operator is Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = None
+    """How long a NoExecute taint is tolerated before eviction."""
 
 
 class SchedulingSpec(SpecModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a pod's node must carry."""
     tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the pods tolerate, in addition to the GPU taint the operator tolerates itself."""
     affinity: dict[str, Any] = Field(default_factory=dict)
+    """Pod affinity, anti-affinity and node affinity (a Kubernetes Affinity)."""
     runtime_class_name: str | None = None
+    """RuntimeClass of the pods (e.g. nvidia)."""
     priority_class_name: str | None = None
-    topology_spread_constraints: list[dict[str, Any]] = Field(default_factory=list)
+    """PriorityClass of the pods."""
+    topology_spread_constraints: list[
+        Annotated[dict[str, Any], Field(description="A Kubernetes TopologySpreadConstraint.")]
+    ] = Field(default_factory=list)
+    """How the pods spread over zones or nodes (Kubernetes TopologySpreadConstraints)."""
 
 
 class AutoscalingSpec(SpecModel):
     enabled: bool = True
+    """Make an HPA; when false, spec.replicas pods run and any HPA is removed."""
     min_replicas: int = Field(1, ge=1)
+    """Fewest replicas the HPA keeps."""
     max_replicas: int = Field(4, ge=1)
+    """Most replicas the HPA makes."""
     target_gpu_utilization: int = Field(70, ge=1, le=100, alias="targetGPUUtilization")
+    """Average GPU utilization (percent, Pods metric kuberank_gpu_utilization) the HPA aims
+    for."""
     target_requests_waiting: int | None = Field(8, ge=1)
+    """Average queued requests per pod (Pods metric kuberank_requests_waiting) the HPA aims
+    for; null drops this metric."""
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
+    """How long the HPA waits before removing replicas, so that a short lull does not drop warm
+    pods."""
 
 
 class AuthSpec(SpecModel):
-    mode: Literal["jwt", "disabled"] = "jwt"
+    mode: AuthMode = "jwt"
+    """jwt requires a valid token on every API call; disabled serves anyone who reaches the
+    Service."""
     issuer: str | None = None
+    """Required iss claim; unset accepts any issuer."""
     audience: str | None = None
-    algorithms: list[
-        Literal[
-            "HS256",
-            "HS384",
-            "HS512",
-            "RS256",
-            "RS384",
-            "RS512",
-            "ES256",
-            "ES384",
-            "ES512",
-            "PS256",
-            "PS384",
-            "PS512",
-        ]
-    ] = Field(default_factory=lambda: ["HS256"])  # type: ignore[arg-type]
+    """Required aud claim; unset accepts tokens without an audience check."""
+    algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: list(DEFAULT_JWT_ALGORITHMS))
+    """Accepted signing algorithms (the token's own header is never trusted for this)."""
     secret_ref: JwtSecretRef | None = None
+    """Secret key holding the HS* shared secret."""
     public_key_secret_ref: PublicKeySecretRef | None = None
-    jwks_url: str | None = Field(None, alias="jwksURL", pattern=r"^https?://")
-    required_scopes: list[str] = Field(default_factory=lambda: ["rerank"])
+    """Secret key holding the PEM public key for RS*/ES* tokens (mounted as a file)."""
+    # Never null: the key-source CEL rule counts the fields that are present.
+    jwks_url: str | None = Field(
+        None, alias="jwksURL", pattern=r"^https?://", json_schema_extra={"nullable": False}
+    )
+    """JWKS endpoint serving the RS*/ES* verification keys by kid."""
+    required_scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES))
+    """Scopes a token must carry (scope or scp claim)."""
 
 
 class LimitsSpec(SpecModel, RequestLimits):
@@ -145,17 +213,23 @@ class LimitsSpec(SpecModel, RequestLimits):
 
 class ServiceSpec(SpecModel):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Kubernetes Service type."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port of the rerank API on the Service."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations put on the Service (e.g. for a load balancer)."""
 
 
 class MonitoringSpec(SpecModel):
     service_monitor: bool = True
+    """Make a ServiceMonitor when the monitoring.coreos.com API exists in the cluster."""
     interval: str = Field("15s", pattern=r"^[0-9]+(ms|s|m|h)$")
+    """Scrape interval."""
 
 
 class DisruptionSpec(SpecModel):
     min_available: Quantity = 1
+    """Pods (a number or a percentage) that must stay available during node drains."""
 
 
 MIN_REPLICAS_MESSAGE = "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
@@ -166,6 +240,9 @@ KEY_SOURCE_MESSAGE = (
 
 
 class RerankerSpec(SpecModel):
+    """What to serve and how; the operator makes the Deployment, Service, HPA, PDB and friends
+    from it."""
+
     cel_rules = (
         CelRule(
             rule="!self.autoscaling.enabled"
@@ -183,17 +260,30 @@ class RerankerSpec(SpecModel):
     )
 
     model: ModelSpec
+    """The reranking model and how to load it."""
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    """vLLM engine tuning."""
     image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    """Server container image; unset uses the operator's default GPU image, or its CPU image
+    when resources.gpu is 0."""
     replicas: int = Field(1, ge=0)
+    """Number of server pods when autoscaling is off (ignored while autoscaling is on)."""
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Compute resources of each server pod."""
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    """Where the server pods may run."""
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    """A HorizontalPodAutoscaler on the servers' own metrics."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
+    """JWT bearer-token authentication of the rerank API."""
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    """Bounds on each request and on the load one pod accepts."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+    """The Service in front of the pods."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    """Prometheus scraping of the servers' metrics port."""
     disruption: DisruptionSpec = Field(default_factory=DisruptionSpec)
+    """The PodDisruptionBudget protecting the servers from voluntary evictions."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RerankerSpec:

@@ -47,7 +47,7 @@ class ServerSettings(BaseSettings, RequestLimits):
     gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
-    max_num_seqs: int | None = Field(None, gt=0)
+    max_num_seqs: int | None = Field(None, ge=1)
     engine_extra_args: list[str] = Field(
         default_factory=list,
         description='extra vLLM engine CLI flags as a JSON list, e.g. ["--enforce-eager"]',
@@ -66,7 +66,7 @@ class ServerSettings(BaseSettings, RequestLimits):
     jwt_secret_file: Path | None = Field(None, description="file holding the HS* shared secret")
     jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS*/ES*")
     jwks_url: str | None = Field(None, description="JWKS endpoint for RS*/ES* keys by kid")
-    jwt_algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_JWT_ALGORITHMS))
+    jwt_algorithms: list[str] = Field(default_factory=lambda: list[str](DEFAULT_JWT_ALGORITHMS))
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_required_scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -144,6 +145,31 @@ def test_server_reads_the_env_the_operator_writes(monkeypatch: pytest.MonkeyPatc
     )
     assert settings.jwt_required_scopes == ["rerank"] and settings.enable_prefix_caching is True
     assert settings.drain_timeout_seconds == SETTINGS.drain_timeout_seconds
+
+
+def test_extra_args_with_commas_and_quotes_reach_vllms_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CR -> Deployment env -> ServerSettings -> vLLM's own argument parser, items intact."""
+    from kuberank_server.engine.scorer import build_engine_args, choose_model
+
+    pooler = {"pooling_type": "LAST", "use_activation": False}
+    overrides = {"max_position_embeddings": 512, "note": "a, b"}
+    extra_args = [
+        "--enforce-eager",
+        f"--pooler-config '{json.dumps(pooler)}'",
+        "--hf-overrides",
+        json.dumps(overrides),
+    ]
+    spec = parse_spec({**SPECS["cpu"], "engine": {"extraArgs": extra_args, "maxNumSeqs": 8}})
+    for variable in server_env(spec, SETTINGS):
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    monkeypatch.delenv("KUBERANK_MODEL")  # the embedded model: parsing needs no download
+    settings = ServerSettings()
+    assert settings.engine_extra_args == extra_args
+    args = build_engine_args(settings, choose_model(settings))
+    assert (args.enforce_eager, args.max_num_seqs, args.hf_overrides) == (True, 8, overrides)
+    assert pooler.items() <= vars(args.pooler_config).items()
 
 
 def test_gpu_pod_scheduling_and_lifecycle() -> None:

@@ -152,7 +152,10 @@ def test_crd_names_columns_and_status() -> None:
     assert (names["shortNames"], names["categories"]) == (["rrs"], ["kuberank"])
     assert VERSION["subresources"] == {"status": {}}
     columns = [column["name"] for column in VERSION["additionalPrinterColumns"]]
-    assert columns == ["Model", "Ready", "Replicas", "Endpoint", "Age"]
+    assert columns == ["Model", "Ready", "Replicas", "Reason", "Endpoint", "Age", "Message"]
+    wide_only = [column["name"] for column in VERSION["additionalPrinterColumns"]
+                 if column.get("priority", 0) > 0]  # fmt: skip
+    assert wide_only == ["Message"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda path: f"{path.stem}-sample")
