@@ -22,6 +22,13 @@ DEFAULT_INSTRUCTION: Final = (
 )
 DEFAULT_GPU_MEMORY_UTILIZATION: Final = 0.9
 
+# --- how one pod uses several GPUs -----------------------------------------------------------
+# `tensor`: one engine sharded over all the pod's GPUs (a model too big for one GPU);
+# `data`: one engine replica per GPU, requests balanced over them (throughput).
+Parallelism = Literal["tensor", "data"]
+PARALLELISMS: Final = get_args(Parallelism)
+DEFAULT_PARALLELISM: Final[Parallelism] = "tensor"
+
 # --- auth -----------------------------------------------------------------------------------
 AuthMode = Literal["jwt", "disabled"]
 AUTH_MODES: Final = get_args(AuthMode)

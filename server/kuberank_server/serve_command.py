@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any, get_origin
 
@@ -37,6 +38,8 @@ log = logging.getLogger("kuberank_server.serve")
 
 EXIT_USAGE = 2
 EXIT_ENGINE_FAILED = 1
+# Kubernetes keeps at most this much of a container's termination message.
+TERMINATION_MESSAGE_MAX_BYTES = 4096
 # Secrets never go on a command line (visible in `ps`); they come from env or files.
 _NOT_FLAGS = frozenset({"jwt_secret"})
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
@@ -149,7 +152,22 @@ def run(args: argparse.Namespace) -> int:
     if args.dev:
         _print_dev_curl_when_ready(settings)
     server.run()
-    return EXIT_ENGINE_FAILED if engine_failed.is_set() else 0
+    if engine_failed.is_set():
+        write_termination_message(settings.termination_message_file, app.state.lifecycle.reason)
+        return EXIT_ENGINE_FAILED
+    return 0
+
+
+def write_termination_message(path: Path | None, message: str) -> None:
+    """Leave why the process failed where Kubernetes reads it into the pod's status
+    (`lastState.terminated.message`), so the operator can show it on the RerankerService."""
+    if path is None:
+        return
+    data = message.encode()[:TERMINATION_MESSAGE_MAX_BYTES].decode(errors="ignore")
+    try:
+        path.write_text(data)
+    except OSError as error:  # the reason is in the log already; this is a convenience
+        log.warning("could not write the termination message to %s: %s", path, error)
 
 
 class DrainingServer(uvicorn.Server):

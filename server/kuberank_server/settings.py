@@ -19,6 +19,7 @@ from kuberank_contract import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_INSTRUCTION,
     DEFAULT_JWT_ALGORITHMS,
+    DEFAULT_PARALLELISM,
     DEFAULT_REQUIRED_SCOPES,
     ENV_PREFIX,
     HTTP_PORT,
@@ -26,6 +27,7 @@ from kuberank_contract import (
     AuthMode,
     Dtype,
     ModelKind,
+    Parallelism,
     RequestLimits,
 )
 
@@ -51,6 +53,21 @@ class ServerSettings(BaseSettings, RequestLimits):
     engine_extra_args: list[str] = Field(
         default_factory=list,
         description='extra vLLM engine CLI flags as a JSON list, e.g. ["--enforce-eager"]',
+    )
+
+    # --- GPUs: how many the engine uses, and how ----------------------------------------------
+    gpus: int = Field(
+        1, ge=0, description="GPUs the engine uses; 0 or 1 run one engine on the one device"
+    )
+    parallelism: Parallelism = Field(
+        DEFAULT_PARALLELISM,
+        description="with gpus > 1: tensor shards one engine over them all, data runs one"
+        " engine replica per GPU",
+    )
+    termination_message_file: Path | None = Field(
+        None,
+        description="where a failed start writes its reason for Kubernetes to show"
+        " (the container's terminationMessagePath)",
     )
 
     # --- network ----------------------------------------------------------------------------

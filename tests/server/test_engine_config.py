@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from tests.server.harness import server_settings
 
 from kuberank_server.engine.kinds import QWEN3_RERANKER_HF_OVERRIDES, detect_model_kind
+from kuberank_server.engine.parallelism import ParallelismError, check_tensor_split
 from kuberank_server.engine.scorer import (
     EMBEDDED_MODEL_NAME,
     ModelChoice,
     build_engine_args,
+    check_parallelism,
     choose_model,
     embedded_model_path,
 )
@@ -120,3 +123,99 @@ def test_unknown_engine_flag_is_a_clear_error() -> None:
     settings = server_settings(engine_extra_args=["--no-such-vllm-flag"])
     with pytest.raises(ValueError, match="invalid vLLM engine arguments"):
         build_engine_args(settings, choose_model(settings))
+
+
+# --- several GPUs: the engine arguments for each parallelism, through vLLM's parser ---------
+
+
+@pytest.mark.parametrize(
+    ("gpus", "parallelism", "tensor", "data"),
+    [
+        (0, "tensor", 1, 1),  # a CPU pod: parallelism ignored
+        (1, "data", 1, 1),
+        (2, "tensor", 2, 1),
+        (2, "data", 1, 2),
+        (8, "tensor", 8, 1),
+        (4, "data", 1, 4),
+    ],
+)
+def test_every_gpu_is_used_as_the_parallelism_says(
+    tmp_path: Path, gpus: int, parallelism: str, tensor: int, data: int
+) -> None:
+    settings = server_settings(
+        model=str(tmp_path), model_kind="qwen3-reranker", gpus=gpus, parallelism=parallelism
+    )
+    args = build_engine_args(settings, choose_model(settings))
+    assert (args.tensor_parallel_size, args.data_parallel_size) == (tensor, data)
+    assert args.pipeline_parallel_size == 1
+
+
+@pytest.mark.parametrize(
+    ("gpus", "extra_args", "spanned"),
+    [
+        (2, ["--tensor-parallel-size 4"], "span 8 GPUs (tensor 4 x pipeline 1 x data 2"),
+        (1, ["-tp", "2"], "span 2 GPUs (tensor 2 x pipeline 1 x data 1"),
+        (2, ["--pipeline-parallel", "2"], "span 4 GPUs"),  # argparse accepts abbreviations
+    ],
+)
+def test_extra_args_cannot_span_other_gpus_than_the_server_has(
+    tmp_path: Path, gpus: int, extra_args: list[str], spanned: str
+) -> None:
+    settings = server_settings(
+        model=str(tmp_path),
+        model_kind="qwen3-reranker",
+        gpus=gpus,
+        parallelism="data",
+        engine_extra_args=extra_args,
+    )
+    with pytest.raises(ParallelismError, match=re.escape(spanned)) as caught:
+        build_engine_args(settings, choose_model(settings))
+    assert f"but the server has {gpus}" in str(caught.value)
+
+
+QWEN3_RERANKER_0_6B_HEADS = {"num_attention_heads": 16, "num_key_value_heads": 8}
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8, 16])
+def test_tensor_split_that_divides_the_heads_passes(gpus: int) -> None:
+    check_tensor_split("Qwen/Qwen3-Reranker-0.6B", gpus, QWEN3_RERANKER_0_6B_HEADS)
+
+
+@pytest.mark.parametrize(
+    ("config", "gpus", "problem", "choices"),
+    [
+        (QWEN3_RERANKER_0_6B_HEADS, 3, "its 16 attention heads are not divisible by 3",
+         "2, 4, 8, 16"),
+        (QWEN3_RERANKER_0_6B_HEADS, 32, "its 16 attention heads are not divisible by 32",
+         "2, 4, 8, 16"),
+        # 6 divides 12 heads, but 4 KV heads can be neither split over 6 nor replicated.
+        ({"num_attention_heads": 12, "num_key_value_heads": 4}, 6,
+         "its 4 key-value heads cannot be split over 6 GPUs", "2, 4, 12"),
+    ],
+)  # fmt: skip
+def test_tensor_split_that_does_not_fit_says_so_with_the_numbers(
+    config: dict[str, int], gpus: int, problem: str, choices: str
+) -> None:
+    with pytest.raises(ParallelismError) as caught:
+        check_tensor_split("some/model", gpus, config)
+    message = str(caught.value)
+    assert f"cannot shard model some/model over {gpus} GPUs: {problem}" in message
+    assert f"GPU counts that work for tensor parallelism: {choices};" in message
+    assert "resources.gpu, engine.parallelism" in message
+
+
+def test_the_servers_start_check_reads_the_models_config(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["Qwen3ForCausalLM"], **QWEN3_RERANKER_0_6B_HEADS})
+    )
+    settings = server_settings(model=str(tmp_path), model_kind="qwen3-reranker", gpus=3)
+    with pytest.raises(ParallelismError, match="16 attention heads are not divisible by 3"):
+        check_parallelism(settings, choose_model(settings))
+    # Data parallelism runs whole replicas: nothing to divide.
+    check_parallelism(settings.model_copy(update={"parallelism": "data"}), choose_model(settings))
+
+
+def test_the_embedded_models_heads_are_checked_too() -> None:
+    settings = server_settings(gpus=5)
+    with pytest.raises(ParallelismError, match="12 attention heads are not divisible by 5"):
+        check_parallelism(settings, choose_model(settings))

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import jwt
 import pytest
+from tests.support import free_port
 
 from kuberank_server.cli import build_parser, main
-from kuberank_server.serve_command import dev_curl, settings_from_args
+from kuberank_server.serve_command import (
+    EXIT_ENGINE_FAILED,
+    TERMINATION_MESSAGE_MAX_BYTES,
+    dev_curl,
+    settings_from_args,
+    write_termination_message,
+)
 from kuberank_server.settings import ServerSettings
 from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 
@@ -67,3 +75,32 @@ def test_dev_curl_is_the_seed_example_with_a_valid_token(monkeypatch: pytest.Mon
     assert claims["scope"] == "rerank"
     body = words[words.index("-d") + 1]
     assert EXAMPLE_QUERY in body and all(document in body for document in EXAMPLE_DOCUMENTS)
+
+
+def test_a_model_that_cannot_be_split_exits_with_the_reason_for_kubernetes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole serve path, as in a pod: the embedded model's 12 attention heads over 5 GPUs
+    fails at start (before any engine process), the process exits 1, and the reason is in the
+    termination message file, where the kubelet picks it up for the pod's status."""
+    monkeypatch.setenv("KUBERANK_JWT_SECRET", "serve-command-test-secret-0123456789abcdef")
+    message_file = tmp_path / "termination-log"
+    exit_code = main(
+        ["serve", "--gpus", "5", "--parallelism", "tensor", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--metrics-port", "0",
+         "--termination-message-file", str(message_file)]
+    )  # fmt: skip
+    assert exit_code == EXIT_ENGINE_FAILED
+    message = message_file.read_text()
+    assert message.startswith("the engine failed to start: tensor parallelism cannot shard model")
+    assert "12 attention heads are not divisible by 5" in message
+    assert "GPU counts that work for tensor parallelism: 2, 3, 4, 6, 12;" in message
+
+
+def test_the_termination_message_is_cut_to_what_kubernetes_keeps(tmp_path: Path) -> None:
+    message_file = tmp_path / "termination-log"
+    write_termination_message(message_file, "é" * 3000)  # 6000 bytes
+    written = message_file.read_bytes()
+    assert len(written) <= TERMINATION_MESSAGE_MAX_BYTES and written.decode() == "é" * 2048
+    write_termination_message(tmp_path / "no-such-dir" / "log", "reason")  # logged, not raised
+    write_termination_message(None, "reason")  # outside Kubernetes: nowhere to write

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from kuberank_server.engine.kinds import (
     QWEN3_RERANKER_HF_OVERRIDES,
     ResolvedKind,
+    load_hf_config,
     resolve_model_kind,
+)
+from kuberank_server.engine.parallelism import (
+    check_tensor_split,
+    check_world_size,
+    parallel_argv,
 )
 from kuberank_server.engine.prompts import (
     PROMPT_BUILDERS,
@@ -106,7 +112,21 @@ def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
             argv += [flag, str(value)]
     if choice.kind == "qwen3-reranker":
         argv += ["--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES)]
+    argv += parallel_argv(settings.gpus, settings.parallelism)
     return argv + extra_argv(settings.engine_extra_args)
+
+
+def check_parallelism(settings: ServerSettings, choice: ModelChoice) -> None:
+    """Fail before loading anything if the model cannot be split over the GPUs as asked."""
+    if settings.gpus > 1 and settings.parallelism == "tensor":
+        config = load_hf_config(choice.path, settings.revision)
+        check_tensor_split(choice.served_name, settings.gpus, config)
+
+
+def _devices(settings: ServerSettings) -> str:
+    if settings.gpus <= 1:
+        return "one device"
+    return f"{settings.gpus} GPUs, {settings.parallelism} parallel"
 
 
 def extra_argv(items: list[str]) -> list[str]:
@@ -130,7 +150,9 @@ def build_engine_args(settings: ServerSettings, choice: ModelChoice) -> Any:
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports bad flags by exiting
         raise ValueError(f"invalid vLLM engine arguments: {shlex.join(argv)}") from exc
-    return AsyncEngineArgs.from_cli_args(namespace)
+    args = AsyncEngineArgs.from_cli_args(namespace)
+    check_world_size(settings.gpus, args)
+    return args
 
 
 @dataclass(frozen=True)
@@ -157,7 +179,11 @@ class Scorer:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         choice = choose_model(settings)
-        log.info("starting vLLM engine: model %s, kind %s", choice.path, choice.kind)
+        check_parallelism(settings, choice)
+        log.info(
+            "starting vLLM engine: model %s, kind %s, %s",
+            choice.path, choice.kind, _devices(settings),
+        )  # fmt: skip
         engine_args = build_engine_args(settings, choice)
         # Engine start-up loads weights and compiles: seconds of blocking work off the loop.
         engine = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
