@@ -8,20 +8,30 @@ equal to the CRD's.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from kuberank_contract import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_INSTRUCTION,
     DEFAULT_JWT_ALGORITHMS,
+    DEFAULT_PARALLELISM,
     DEFAULT_REQUIRED_SCOPES,
     AuthMode,
     Dtype,
     JwtAlgorithm,
     ModelKind,
+    Parallelism,
     RequestLimits,
 )
 
@@ -104,6 +114,11 @@ class ModelSpec(SpecModel):
     emptyDir and weights download at every start."""
 
 
+# Bounded so that the API server can afford the CEL rule that reads every item.
+MAX_EXTRA_ARGS = 64
+MAX_EXTRA_ARG_LENGTH = 4096
+
+
 class EngineSpec(SpecModel):
     gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
     """Fraction of GPU memory the engine may use for weights, activations and KV cache."""
@@ -113,10 +128,18 @@ class EngineSpec(SpecModel):
     """Reuse the KV cache of a shared prefix (the query and instruction) across documents."""
     max_num_seqs: int = Field(256, ge=1)
     """Most sequences (query-document pairs) the engine scores in one batch."""
-    extra_args: list[str] = Field(default_factory=list)
+    parallelism: Parallelism = DEFAULT_PARALLELISM
+    """How a pod with resources.gpu > 1 uses its GPUs: tensor shards one engine over all of them
+    (a model too big for one GPU; the GPU count must divide the model's attention heads, which
+    the server checks at start), data runs one engine replica per GPU and balances requests over
+    them (throughput). Ignored with 0 or 1 GPU."""
+    extra_args: list[Annotated[str, StringConstraints(max_length=MAX_EXTRA_ARG_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_EXTRA_ARGS
+    )
     """Extra vLLM engine flags, e.g. --enforce-eager. An item that is a flag may carry its value
     after a space, shell-quoted as in vLLM's docs (--hf-overrides '{"a": 1, "b": 2}'); any other
-    item is the previous flag's value, taken verbatim (JSON with commas and quotes is fine)."""
+    item is the previous flag's value, taken verbatim (JSON with commas and quotes is fine).
+    The GPU split is not set here but by resources.gpu and engine.parallelism."""
 
 
 class ResourcesSpec(SpecModel):
@@ -232,6 +255,15 @@ class DisruptionSpec(SpecModel):
     """Pods (a number or a percentage) that must stay available during node drains."""
 
 
+# vLLM's flags for how many GPUs the engine spans (long names with - or _, and short ones).
+PARALLEL_SIZE_FLAG_PATTERN = (
+    r"^(-tp|-pp|-dp|-dpl|--(tensor|pipeline|data)[-_]parallel[-_]size([-_]local)?)([ =]|$)"
+)
+PARALLEL_FLAGS_MESSAGE = (
+    "engine.extraArgs must not set --tensor-parallel-size, --data-parallel-size or"
+    " --pipeline-parallel-size: resources.gpu and engine.parallelism set how the engine uses"
+    " the pod's GPUs"
+)
 MIN_REPLICAS_MESSAGE = "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
 KEY_SOURCE_MESSAGE = (
     "auth.mode jwt needs exactly one key source: auth.secretRef (HS*), "
@@ -256,6 +288,11 @@ class RerankerSpec(SpecModel):
             " + (has(self.auth.jwksURL) ? 1 : 0) == 1",
             message=KEY_SOURCE_MESSAGE,
             fieldPath=".auth",
+        ),
+        CelRule(
+            rule=f"!self.engine.extraArgs.exists(a, a.matches('{PARALLEL_SIZE_FLAG_PATTERN}'))",
+            message=PARALLEL_FLAGS_MESSAGE,
+            fieldPath=".engine.extraArgs",
         ),
     )
 
@@ -293,12 +330,35 @@ class RerankerSpec(SpecModel):
             raise ValueError(MIN_REPLICAS_MESSAGE)
         if self.auth.mode == "jwt" and len(self.key_sources) != 1:
             raise ValueError(KEY_SOURCE_MESSAGE)
+        self._check_parallel_flags()
         if scaling.enabled and self.resources.gpu == 0 and scaling.target_requests_waiting is None:
             raise ValueError(
                 "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetRequestsWaiting,"
                 " the only metric it has; or set autoscaling.enabled: false"
             )
         return self
+
+    def _check_parallel_flags(self) -> None:
+        # The CEL rule above, and what the spec asks for instead, with the numbers.
+        args = self.engine.extra_args
+        found = [
+            # A flag alone in its item takes its value from the next item.
+            " ".join(args[i : i + 2] if re.fullmatch(r"\S+", arg) else [arg])
+            for i, arg in enumerate(args)
+            if re.match(PARALLEL_SIZE_FLAG_PATTERN, arg)
+        ]
+        if not found:
+            return
+        gpus = self.resources.gpu
+        asked = (
+            f"resources.gpu: {gpus} with engine.parallelism: {self.engine.parallelism}"
+            if gpus > 1
+            else f"resources.gpu: {gpus} (one engine on one device)"
+        )
+        raise ValueError(
+            f"{PARALLEL_FLAGS_MESSAGE}; engine.extraArgs has {', '.join(map(repr, found))}"
+            f" while the spec asks for {asked}"
+        )
 
     @property
     def key_sources(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -20,6 +21,7 @@ from kuberank_operator.builders.common import Owner
 from kuberank_operator.builders.deployment import server_env
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import parse_spec
+from kuberank_server.engine.scorer import build_engine_args, choose_model
 from kuberank_server.settings import ServerSettings
 
 OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
@@ -87,6 +89,12 @@ SPECS: dict[str, dict[str, Any]] = {
         "monitoring": {"serviceMonitor": False},
     },
     "auth-disabled-jwks-free": {"model": {"name": "m"}, "auth": {"mode": "disabled"}},
+    "gpu-4-data-parallel": {
+        "model": {"name": "m"},
+        "auth": AUTH,
+        "resources": {"gpu": 4, "memory": "64Gi"},
+        "engine": {"parallelism": "data"},
+    },
 }
 
 
@@ -170,6 +178,82 @@ def test_extra_args_with_commas_and_quotes_reach_vllms_parser(
     args = build_engine_args(settings, choose_model(settings))
     assert (args.enforce_eager, args.max_num_seqs, args.hf_overrides) == (True, 8, overrides)
     assert pooler.items() <= vars(args.pooler_config).items()
+
+
+def engine_args_from_the_deployment(
+    deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The pod's env -> the server's settings -> vLLM's engine arguments, parsed by vLLM."""
+    for variable in container(deployment)["env"]:
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    settings = ServerSettings()
+    return build_engine_args(settings, choose_model(settings))
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "tensor", "data"), [(None, 2, 1), ("tensor", 2, 1), ("data", 1, 2)]
+)
+def test_a_two_gpu_pod_asks_vllm_for_both_gpus(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parallelism: str | None,
+    tensor: int,
+    data: int,
+) -> None:
+    # A path as the model (the CR allows one in the cache volume) and a forced kind: vLLM
+    # parses its arguments offline, with no config to fetch.
+    engine = {"parallelism": parallelism} if parallelism else {}
+    spec = {
+        "model": {"name": str(tmp_path), "kind": "qwen3-reranker"},
+        "auth": AUTH,
+        "resources": {"gpu": 2},
+        "engine": engine,
+    }
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    args = engine_args_from_the_deployment(deployment, monkeypatch)
+    assert (args.tensor_parallel_size, args.data_parallel_size) == (tensor, data)
+    assert args.pipeline_parallel_size == 1
+
+
+@pytest.mark.parametrize("gpu", [0, 1])
+def test_one_device_pods_ignore_parallelism(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu: int
+) -> None:
+    spec = {
+        "model": {"name": str(tmp_path), "kind": "qwen3-reranker"},
+        "auth": AUTH,
+        "resources": {"gpu": gpu},
+        "autoscaling": {"enabled": False},
+        "engine": {"parallelism": "data"},
+    }
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    names = {variable["name"] for variable in container(deployment)["env"]}
+    assert not names & {"KUBERANK_GPUS", "KUBERANK_PARALLELISM"}
+    args = engine_args_from_the_deployment(deployment, monkeypatch)
+    assert (args.tensor_parallel_size, args.data_parallel_size) == (1, 1)
+
+
+@pytest.mark.parametrize(("gpu", "size"), [(0, "2Gi"), (1, "2Gi"), (2, "3Gi"), (8, "9Gi")])
+def test_shared_memory_grows_with_the_engine_processes(gpu: int, size: str) -> None:
+    spec = {**SPECS["cpu"], "resources": {"gpu": gpu}, "autoscaling": {"enabled": False}}
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": size}
+
+
+def test_a_failed_start_reaches_the_pod_status() -> None:
+    """The server writes why it failed where the kubelet reads the termination message; with
+    nothing written (a crash before that), the log's tail stands in."""
+    deployment = children(SPECS["cpu"])[DEPLOYMENT]
+    assert deployment is not None
+    server = container(deployment)
+    assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["KUBERANK_TERMINATION_MESSAGE_FILE"] == server["terminationMessagePath"]
 
 
 def test_gpu_pod_scheduling_and_lifecycle() -> None:

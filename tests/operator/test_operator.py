@@ -261,6 +261,34 @@ async def test_invalid_spec_is_degraded_with_an_event_and_no_retry_storm(
     assert "broken" in cluster.objects(DEPLOYMENTS, NAMESPACE)
 
 
+async def test_two_gpus_reach_the_pods_and_a_conflicting_split_is_degraded_with_the_numbers(
+    cluster: EmulatedCluster,
+) -> None:
+    await created(cluster, resources={"gpu": 2}, engine={"parallelism": "data"})
+    env = env_of(cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"])
+    assert (env["KUBERANK_GPUS"], env["KUBERANK_PARALLELISM"]) == ("2", "data")
+    # The CRD's CEL rule refuses this; the emulator, like an old CRD, lets it through.
+    await cluster.patch(
+        RERANKERS,
+        NAMESPACE,
+        "ranker",
+        {"spec": {"engine": {"extraArgs": ["--tensor-parallel-size", "4"]}}},
+    )
+    await cluster.wait_until(
+        lambda: condition(cluster, "Degraded").get("status") == "True", "Degraded"
+    )
+    degraded = condition(cluster, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert degraded["message"].endswith(
+        "engine.extraArgs has '--tensor-parallel-size 4' while the spec asks for"
+        " resources.gpu: 2 with engine.parallelism: data"
+    )
+    await settle(cluster)
+    # Nothing half-applied: the pods keep the split they had.
+    env = env_of(cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"])
+    assert (env["KUBERANK_GPUS"], "KUBERANK_ENGINE_EXTRA_ARGS" in env) == ("2", False)
+
+
 async def test_missing_secret_is_degraded_then_converges_with_backoff(
     cluster: EmulatedCluster,
 ) -> None:

@@ -103,6 +103,25 @@ CASES = [
         {"auth": {"publicKeySecretRef": {"name": "pem"}, "jwksURL": "https://x/jwks"}},
         "exactly one key source",
     ),
+    # resources.gpu and engine.parallelism say how the GPUs are used; extraArgs may not.
+    ({"auth": HS_KEY, "resources": {"gpu": 4}, "engine": {"parallelism": "data"}}, None),
+    ({"auth": HS_KEY, "engine": {"extraArgs": ["--enforce-eager", "--max-num-seqs 8"]}}, None),
+    ({"auth": HS_KEY, "engine": {"extraArgs": ["--tensor-parallel-sizes-are-not-a-flag"]}}, None),
+    *(
+        (
+            {"auth": HS_KEY, "resources": {"gpu": 2}, "engine": {"extraArgs": args}},
+            "engine.extraArgs must not set --tensor-parallel-size",
+        )
+        for args in (
+            ["--tensor-parallel-size 4"],
+            ["--enforce-eager", "--tensor-parallel-size", "4"],
+            ["-tp=2"],
+            ["--data_parallel_size", "2"],
+            ["-dp 2"],
+            ["--data-parallel-size-local=2"],
+            ["--pipeline-parallel-size 2"],
+        )
+    ),
 ]
 
 
@@ -117,6 +136,29 @@ def test_cel_rules_and_spec_model_agree(spec: dict[str, Any], expected: str | No
         assert len(violations) == 1 and expected in violations[0]
         with pytest.raises(InvalidSpecError, match=expected):
             parse_spec(obj["spec"])
+
+
+def test_parallel_flags_in_extra_args_are_refused_with_the_numbers() -> None:
+    spec = {
+        "model": {"name": "m"},
+        "auth": HS_KEY,
+        "resources": {"gpu": 2},
+        "engine": {"extraArgs": ["--enforce-eager", "--tensor-parallel-size", "4", "-dp=2"]},
+    }
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(spec)
+    assert str(caught.value).endswith(
+        "engine.extraArgs has '--tensor-parallel-size 4', '-dp=2' while the spec asks for"
+        " resources.gpu: 2 with engine.parallelism: tensor"
+    )
+
+
+def test_parallelism_is_tensor_or_data() -> None:
+    obj = defaulted(rrs(auth=HS_KEY, engine={"parallelism": "pipeline"}))
+    with pytest.raises(jsonschema.ValidationError, match="'pipeline' is not one of"):
+        jsonschema.validate(obj, to_openapi_jsonschema(SCHEMA))
+    with pytest.raises(InvalidSpecError, match=r"spec\.engine\.parallelism: Input should be"):
+        parse_spec(obj["spec"])
 
 
 def test_gpu_rule_is_evaluated() -> None:

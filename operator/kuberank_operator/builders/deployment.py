@@ -27,6 +27,15 @@ GRACE_MARGIN_SECONDS = 10
 STARTUP_PROBE_PERIOD_SECONDS = 10
 STARTUP_PROBE_FAILURES = 180
 SERVER_UID = 10001  # the non-root user the server images create (Dockerfile)
+# Where the server writes why it failed to start (Kubernetes' default path, set explicitly
+# because the server is told it): the kubelet copies it into the pod's status, where the
+# operator's pod diagnosis reads it. Without it the log's tail stands in (FallbackToLogsOnError).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# /dev/shm (memory-backed): vLLM's workers share tensors and broadcast queues through it and
+# NCCL its intra-node buffers, so it grows with the engine processes; the container runtime's
+# default 64 MiB is too small even for one.
+SHM_BASE_GIB = 2
+SHM_PER_EXTRA_GPU_GIB = 1
 
 
 def server_image(spec: RerankerSpec, settings: OperatorSettings) -> str:
@@ -64,6 +73,10 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
         "ENABLE_PREFIX_CACHING": engine.enable_prefix_caching,
         "MAX_NUM_SEQS": engine.max_num_seqs,
         "ENGINE_EXTRA_ARGS": engine.extra_args or None,
+        # Only a pod with several GPUs has a choice to make; a CPU pod ignores parallelism.
+        "GPUS": spec.resources.gpu if spec.resources.gpu > 1 else None,
+        "PARALLELISM": engine.parallelism if spec.resources.gpu > 1 else None,
+        "TERMINATION_MESSAGE_FILE": TERMINATION_MESSAGE_PATH,
         "PORT": HTTP_PORT,
         "METRICS_PORT": METRICS_PORT,
         "AUTH_MODE": auth.mode,
@@ -112,6 +125,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def shm_size(spec: RerankerSpec) -> str:
+    return f"{SHM_BASE_GIB + SHM_PER_EXTRA_GPU_GIB * max(spec.resources.gpu - 1, 0)}Gi"
+
+
 def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pod volumes, container mounts)."""
     cache: dict[str, Any] = (
@@ -120,8 +137,7 @@ def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], li
         else {"emptyDir": {}}
     )
     volumes = [
-        # vLLM's workers share tensors through /dev/shm; the runtime's default 64 MiB is too small.
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
         {"name": "model-cache", **cache},
         {"name": "tmp", "emptyDir": {}},
     ]
@@ -184,6 +200,8 @@ def build_deployment(
         "livenessProbe": _probe("/health", 10, 3),
         "readinessProbe": _probe("/ready", 5, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
