@@ -13,9 +13,6 @@ HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 OPERATOR_CHART = REPO_ROOT / "charts" / "kuberank"
 MONITORING_CHART = REPO_ROOT / "charts" / "kuberank-monitoring"
 MANIFESTS = REPO_ROOT / "manifests"
-# The oldest Kubernetes the charts support (Chart.yaml kubeVersion) and the newest
-# kubernetes-validate knows: every rendered object must be valid for both.
-KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 
 
 def scenarios(chart: Path) -> list[Path]:

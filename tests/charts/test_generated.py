@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 from scripts import generate
-from tests.charts.rendering import KUBERNETES_VERSIONS, MANIFESTS, REPO_ROOT
+from tests.charts.rendering import MANIFESTS, REPO_ROOT
+from tests.kubernetes_versions import validate_for_supported_kubernetes
 
 pytestmark = pytest.mark.helm
 
@@ -63,8 +63,7 @@ def test_kubectl_apply_of_the_folder_installs_namespace_crd_rbac_and_operator_in
     namespace = _objects(files[0])[0]["metadata"]["name"]
     for path in files:
         for obj in _objects(path):
-            for version in KUBERNETES_VERSIONS:
-                kubernetes_validate.validate(obj, version, strict=True)
+            validate_for_supported_kubernetes(obj)
             if obj["kind"] in {"ServiceAccount", "Deployment", "NetworkPolicy"}:
                 assert obj["metadata"]["namespace"] == namespace
     binding = next(

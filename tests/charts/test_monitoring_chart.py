@@ -12,12 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 from scripts import generate
 from tests.charts.rendering import (
-    KUBERNETES_VERSIONS,
     MONITORING_CHART,
     by_kind,
     helm,
@@ -25,6 +23,7 @@ from tests.charts.rendering import (
     render,
     scenarios,
 )
+from tests.kubernetes_versions import validate_for_supported_kubernetes
 
 pytestmark = pytest.mark.helm
 
@@ -89,8 +88,7 @@ def test_every_rendered_object_is_valid(values: Path) -> None:
         if obj["kind"] in PROMETHEUS_OPERATOR_KINDS:
             _check_prometheus_operator_object(obj)
         else:
-            for version in KUBERNETES_VERSIONS:
-                kubernetes_validate.validate(obj, version, strict=True)
+            validate_for_supported_kubernetes(obj)
 
 
 def test_defaults_scrape_the_dcgm_exporter_without_honoring_its_labels() -> None:

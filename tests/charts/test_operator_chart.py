@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 from tests.charts.rendering import (
-    KUBERNETES_VERSIONS,
     OPERATOR_CHART,
     by_kind,
     helm,
@@ -20,6 +18,7 @@ from tests.charts.rendering import (
     render_text,
     scenarios,
 )
+from tests.kubernetes_versions import validate_for_supported_kubernetes
 from tests.operator.test_spec import to_openapi_jsonschema
 
 pytestmark = pytest.mark.helm
@@ -74,8 +73,7 @@ def test_every_rendered_object_is_valid_kubernetes(values: Path) -> None:
         if obj["kind"] == "RerankerService":
             jsonschema.validate(obj, _crd_schema())
             continue
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(obj, version, strict=True)
+        validate_for_supported_kubernetes(obj)
 
 
 def test_defaults_install_the_crd_kept_on_uninstall_cluster_rbac_and_the_operator() -> None:

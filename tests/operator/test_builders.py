@@ -8,11 +8,19 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from tests.kubernetes_versions import (
+    KUBERNETES_VERSIONS,
+    assert_works_on_the_minimum,
+    needed_kubernetes,
+    validate_for_supported_kubernetes,
+)
 
+from kuberank_operator import MINIMUM_KUBERNETES_VERSION
 from kuberank_operator.builders import (
     AUTOSCALER,
     CACHE_CLAIM,
     DEPLOYMENT,
+    SERVICE,
     SERVICE_MONITOR,
     ChildKind,
     desired_children,
@@ -26,7 +34,6 @@ from kuberank_server.settings import ServerSettings
 
 OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
 SETTINGS = OperatorSettings()
-KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 AUTH = {"secretRef": {"name": "rerank-jwt"}}
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -106,9 +113,9 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("case", SPECS)
-def test_every_child_is_valid_kubernetes(case: str, version: str) -> None:
+def test_every_child_is_valid_kubernetes(case: str) -> None:
+    """For the oldest and newest Kubernetes supported, schemas and feature gates both."""
     made = {kind: manifest for kind, manifest in children(SPECS[case]).items() if manifest}
     for kind, manifest in made.items():
         assert manifest["metadata"]["ownerReferences"] == [OWNER.reference]
@@ -118,8 +125,30 @@ def test_every_child_is_valid_kubernetes(case: str, version: str) -> None:
             "app.kubernetes.io/component": "reranker",
             "app.kubernetes.io/managed-by": "kuberank-operator",
         }
-        if kind is not SERVICE_MONITOR:  # a CRD: kubernetes-validate has no schema for it
-            kubernetes_validate.validate(manifest, version, strict=True)
+        if kind is SERVICE_MONITOR:  # a CRD: kubernetes-validate has no schema for it
+            assert_works_on_the_minimum(manifest)
+        else:
+            validate_for_supported_kubernetes(manifest)
+
+
+def test_the_server_pods_set_the_minimum_kubernetes() -> None:
+    """The stated minimum is exactly what the pods need: their preStop sleep (if that went, the
+    minimum could come down; a newer field would raise it)."""
+    deployment = children(SPECS["cpu"])[DEPLOYMENT]
+    assert deployment is not None
+    assert needed_kubernetes(deployment) == MINIMUM_KUBERNETES_VERSION == "1.30"
+    container(deployment)["lifecycle"]["preStop"] = {"exec": {"command": ["sleep", "5"]}}
+    assert needed_kubernetes(deployment) != MINIMUM_KUBERNETES_VERSION
+
+
+def test_a_field_the_minimum_leaves_off_is_refused() -> None:
+    service = children(SPECS["cpu"])[SERVICE]
+    assert service is not None
+    service["spec"]["trafficDistribution"] = "PreferClose"
+    kubernetes_validate.validate(service, KUBERNETES_VERSIONS[0], strict=True)  # in the schema
+    refused = r"ServiceTrafficDistribution, on by default from 1\.31"
+    with pytest.raises(AssertionError, match=refused):
+        assert_works_on_the_minimum(service)
 
 
 def test_kubernetes_validate_rejects_what_is_wrong() -> None:
@@ -128,7 +157,7 @@ def test_kubernetes_validate_rejects_what_is_wrong() -> None:
     container(deployment)["imagePullPolicy"] = "Sometimes"
     container(deployment)["gpus"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, "1.30.0", strict=True)
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
 
 
 def test_server_env_names_are_server_settings_fields() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from scripts import field_reference
 
+from kuberank_operator import MINIMUM_KUBERNETES_VERSION
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -52,6 +54,13 @@ def test_field_reference_lists_every_field_the_crd_declares() -> None:
         for field in group_schema.get("properties", {}) or [None]:
             path = f"spec.{group}" + (f".{field}" if field else "")
             assert f"| `{path}` |" in reference, f"{path} missing from the README reference"
+
+
+def test_the_stated_minimum_kubernetes_is_the_operators() -> None:
+    deploy = _section("Deploy to a cluster")
+    assert f"You need Kubernetes {MINIMUM_KUBERNETES_VERSION} or later" in deploy
+    stated = set(re.findall(r"Kubernetes (1\.\d+)(?:\+| or later)", README))
+    assert stated == {MINIMUM_KUBERNETES_VERSION}, f"README states other minimums: {stated}"
 
 
 def test_the_newcomer_commands_are_exactly_make_run_and_make_test() -> None:
