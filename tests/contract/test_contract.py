@@ -32,6 +32,7 @@ SETTING_OF = {
     "engine.enablePrefixCaching": "enable_prefix_caching",
     "engine.maxNumSeqs": "max_num_seqs",
     "engine.extraArgs": "engine_extra_args",
+    "engine.parallelism": "parallelism",
     "auth.mode": "auth_mode",
     "auth.algorithms": "jwt_algorithms",
     "auth.requiredScopes": "jwt_required_scopes",
