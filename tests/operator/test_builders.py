@@ -136,7 +136,7 @@ def test_the_server_pods_set_the_minimum_kubernetes() -> None:
     minimum could come down; a newer field would raise it)."""
     deployment = children(SPECS["cpu"])[DEPLOYMENT]
     assert deployment is not None
-    assert needed_kubernetes(deployment) == MINIMUM_KUBERNETES_VERSION == "1.30"
+    assert needed_kubernetes(deployment) == MINIMUM_KUBERNETES_VERSION
     container(deployment)["lifecycle"]["preStop"] = {"exec": {"command": ["sleep", "5"]}}
     assert needed_kubernetes(deployment) != MINIMUM_KUBERNETES_VERSION
 
