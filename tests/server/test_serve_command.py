@@ -8,13 +8,14 @@ import jwt
 import pytest
 
 from kuberank_server.cli import build_parser, main
-from kuberank_server.serve_command import dev_curl, settings_from_args
+from kuberank_server.dev_mode import dev_curl
+from kuberank_server.serve_command import serve_settings
 from kuberank_server.settings import ServerSettings
 from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 
 
 def parse(*argv: str) -> ServerSettings:
-    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+    return serve_settings(build_parser().parse_args(["serve", *argv]))
 
 
 def test_every_setting_but_the_secret_is_a_flag() -> None:
