@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from kuberank_server.auth.bench import verify_seconds_per_token
+from benchmarks.auth_bench import verify_seconds_per_token
 from kuberank_server.auth.tokens import mint_token
 from kuberank_server.engine.scorer import embedded_model_path
 

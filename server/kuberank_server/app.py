@@ -20,11 +20,11 @@ from kuberank_server.auth import Authenticator
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.errors import NotReadyError, error_response, install_error_handlers
-from kuberank_server.lifecycle import Admission, Lifecycle
+from kuberank_server.lifecycle import ConcurrencyLimiter, Lifecycle
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.middleware import BodyGuard, RequestObserver
 from kuberank_server.rerank.api_router import router as rerank_router
-from kuberank_server.rerank.serving import RerankService, new_request_id
+from kuberank_server.rerank.serving import RerankScoring, new_request_id
 from kuberank_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.authenticator = authenticator
-    app.state.admission = Admission(
+    app.state.concurrency_limiter = ConcurrencyLimiter(
         settings.max_concurrent_requests, settings.max_queued_requests, metrics
     )
     install_error_handlers(app)
@@ -87,8 +87,8 @@ def create_app(
 
 def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
     def engine_dead() -> bool:
-        service: RerankService | None = getattr(app.state, "rerank_service", None)
-        return service is not None and service.scorer.engine.errored
+        scoring: RerankScoring | None = getattr(app.state, "rerank_scoring", None)
+        return scoring is not None and scoring.scorer.engine.errored
 
     @app.get("/health", tags=["probes"], responses={503: {"description": "engine dead"}})
     async def health() -> Any:
@@ -124,8 +124,8 @@ async def _start_serving(
                 on_engine_failure()
             return
         app.state.scorer = scorer
-    app.state.rerank_service = RerankService(
-        scorer, settings, app.state.metrics, app.state.admission
+    app.state.rerank_scoring = RerankScoring(
+        scorer, settings, app.state.metrics, app.state.concurrency_limiter
     )
     if not settings.golden_query_check:
         log.warning("golden query check is off: ready as soon as the engine is")

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class KuberankError(Exception):
+    """The base of every API error; raised as is, the 500 for anything unexpected."""
+
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "internal_error"
 
@@ -95,10 +97,6 @@ class UnprocessableEntityError(KuberankError):
     error_type = "invalid_request_error"
 
 
-class InternalServerError(KuberankError):
-    """Anything unexpected: logged with its traceback, answered without internals."""
-
-
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -143,7 +141,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected_error(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(InternalServerError("internal server error"))
+        return error_response(KuberankError("internal server error"))
 
     app.add_exception_handler(KuberankError, on_kuberank_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,19 +1,28 @@
-"""Readiness, admission (concurrency and queue limits) and draining.
+"""Readiness, the concurrency limit (scoring slots and queue) and draining.
 
 `/ready` is 200 only in the `ready` state. On SIGTERM the server enters `draining`: `/ready`
-turns 503 at once and new API requests get 503, while requests already accepted finish.
+turns 503 at once and new API requests get 503, while requests already accepted finish
+(up to `--drain-timeout-seconds`), then the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import uvicorn
 
 from kuberank_server.errors import NotReadyError, RateLimitedError
 from kuberank_server.metrics import ServerMetrics
+
+log = logging.getLogger("kuberank_server.serve")
 
 State = Literal["starting", "ready", "failed", "draining"]
 # A full queue drains within about a second on a busy replica; clients retry after that.
@@ -57,7 +66,7 @@ class Lifecycle:
         return True
 
 
-class Admission:
+class ConcurrencyLimiter:
     """At most `max_concurrent` requests score at once and `max_queued` wait; others get 429."""
 
     def __init__(self, max_concurrent: int, max_queued: int, metrics: ServerMetrics) -> None:
@@ -94,3 +103,58 @@ class Admission:
     def _set_in_flight(self, value: int) -> None:
         self.in_flight = value
         self._metrics.requests_in_flight.set(value)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT drains first, and the process exits 0 afterwards
+    (uvicorn re-raises the caught signal on exit, which would make the exit status 143)."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._drain is not None:
+            # Not started yet, or a second signal: stop now.
+            self.should_exit = True
+            self.force_exit = self._drain is not None and sig == signal.SIGINT
+            return
+        log.info("signal %s: draining (up to %.0f s)", signal.Signals(sig).name,
+                 self.drain_seconds)  # fmt: skip
+        self.lifecycle.begin_drain()
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        started = time.monotonic()
+        finished = await self.lifecycle.wait_idle(self.drain_seconds)
+        log.info(
+            "drain %s after %.2f s; shutting down",
+            "complete" if finished else "timed out", time.monotonic() - started,
+        )  # fmt: skip
+        self.should_exit = True
+
+
+# Kubernetes keeps at most this much of a container's termination message.
+TERMINATION_MESSAGE_MAX_BYTES = 4096
+
+
+def write_termination_message(path: Path | None, message: str) -> None:
+    """Leave why the process failed where Kubernetes reads it into the pod's status
+    (`lastState.terminated.message`), so the operator can show it on the RerankerService."""
+    if path is None:
+        return
+    data = message.encode()[:TERMINATION_MESSAGE_MAX_BYTES].decode(errors="ignore")
+    try:
+        path.write_text(data)
+    except OSError as error:  # the reason is in the log already; this is a convenience
+        log.warning("could not write the termination message to %s: %s", path, error)

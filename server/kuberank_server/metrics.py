@@ -7,9 +7,12 @@ which vLLM keeps in the default registry) on the metrics port.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 DOCUMENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 5000)
@@ -60,3 +63,21 @@ class ServerMetrics:
         self.truncated_documents_total = Counter(
             "kuberank_truncated_documents_total", "documents cut to the token limit", registry=r
         )
+
+
+class _CombinedCollector(Collector):
+    """Our registry and prometheus_client's default one (where vLLM puts `vllm:*`)."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self.registries:
+            yield from registry.collect()
+
+
+def combined_registry(metrics: ServerMetrics) -> CollectorRegistry:
+    """What the metrics port serves: our metrics and vLLM's, from one registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_CombinedCollector(metrics.registry, REGISTRY))
+    return registry

@@ -176,7 +176,7 @@ async def test_queue_overflow_gets_429_with_retry_after(minilm_scorer: Scorer) -
         refused = next(r for r in responses if r.status_code == 429)
         assert refused.headers["Retry-After"] == "1"
         assert error_of(refused)["type"] == "rate_limit_error"
-        assert app.state.admission.in_flight == app.state.admission.waiting == 0
+        assert app.state.concurrency_limiter.in_flight == app.state.concurrency_limiter.waiting == 0
         await still_serves(client)
 
 

@@ -10,19 +10,15 @@ import pytest
 from tests.support import free_port
 
 from kuberank_server.cli import build_parser, main
-from kuberank_server.serve_command import (
-    EXIT_ENGINE_FAILED,
-    TERMINATION_MESSAGE_MAX_BYTES,
-    dev_curl,
-    settings_from_args,
-    write_termination_message,
-)
+from kuberank_server.dev_mode import dev_curl
+from kuberank_server.lifecycle import TERMINATION_MESSAGE_MAX_BYTES, write_termination_message
+from kuberank_server.serve_command import EXIT_ENGINE_FAILED, serve_settings
 from kuberank_server.settings import ServerSettings
 from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 
 
 def parse(*argv: str) -> ServerSettings:
-    return settings_from_args(build_parser().parse_args(["serve", *argv]))
+    return serve_settings(build_parser().parse_args(["serve", *argv]))
 
 
 def test_every_setting_but_the_secret_is_a_flag() -> None:

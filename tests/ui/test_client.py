@@ -14,10 +14,11 @@ import pytest
 from tests.support import LiveServer, free_port
 from tests.ui.stand_in import ScriptedAnswer, StandInServer
 
+from kuberank_server.rerank.protocol import RerankRequest
 from kuberank_server.ui.client import (
     ErrorKind,
     PlaygroundError,
-    RerankRequest,
+    RerankCall,
     build_request,
     parse_documents,
     rerank,
@@ -28,11 +29,11 @@ from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 SEED_DOCUMENTS_TEXT = "\n".join(EXAMPLE_DOCUMENTS)
 
 
-def request_to(url: str, **fields: object) -> RerankRequest:
+def request_to(url: str, **fields: object) -> RerankCall:
     return build_request(url, EXAMPLE_QUERY, SEED_DOCUMENTS_TEXT, **fields)  # type: ignore[arg-type]
 
 
-def expect_failure(request: RerankRequest, token: str | None, **options: float) -> PlaygroundError:
+def expect_failure(request: RerankCall, token: str | None, **options: float) -> PlaygroundError:
     with pytest.raises(PlaygroundError) as caught:
         rerank(request, token, **options)
     return caught.value
@@ -178,7 +179,11 @@ def test_too_many_documents_is_a_limit_error(live_server: LiveServer) -> None:
 @pytest.mark.engine
 def test_request_the_server_refuses_names_the_field(live_server: LiveServer) -> None:
     # The form refuses top_n=0 itself; built directly, it shows what the server says.
-    request = RerankRequest(url=f"{live_server.url}/v1/rerank", query="q", documents=["a"], top_n=0)
+    request = RerankCall(
+        url=f"{live_server.url}/v1/rerank",
+        # Unvalidated, as a client that does not check would send it.
+        request=RerankRequest.model_construct(query="q", documents=["a"], top_n=0),
+    )
     error = expect_failure(request, live_server.token())
 
     assert error.kind is ErrorKind.REJECTED

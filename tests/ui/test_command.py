@@ -45,6 +45,17 @@ def test_building_the_cli_does_not_import_gradio() -> None:
     assert probe.stdout.strip() == "False"
 
 
+def test_the_cli_and_the_playground_client_do_not_import_vllm() -> None:
+    # The UI shares the server's protocol models, which are plain pydantic.
+    probe = run_cli(
+        "-c",
+        "import sys; from kuberank_server.cli import build_parser; build_parser(); "
+        "import kuberank_server.ui.client; print('vllm' in sys.modules)",
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "False"
+
+
 def test_missing_gradio_says_which_extra_to_install() -> None:
     # A None entry in sys.modules makes `import gradio` fail as if it were not installed.
     result = run_cli(

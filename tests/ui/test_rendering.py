@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from kuberank_server.ui.client import ErrorKind, PlaygroundError, RankedDocument, RerankOutcome
+from kuberank_server.ui.client import ErrorKind, PlaygroundError, RerankOutcome, ResultRow
 from kuberank_server.ui.rendering import bar_percent, render_error, render_ranking
 
 
 def outcome(*scores: float, document_count: int | None = None) -> RerankOutcome:
     ranking = [
-        RankedDocument(rank=rank, index=rank * 10, score=score, text=f"doc <{rank}> & co")
+        ResultRow(rank=rank, index=rank * 10, score=score, text=f"doc <{rank}> & co")
         for rank, score in enumerate(scores, start=1)
     ]
     return RerankOutcome(

@@ -47,13 +47,18 @@ def check_algorithms(algorithms: Sequence[str], *, hmac: bool, key_source: str) 
     return tuple(algorithms)
 
 
-def check_secret_length(secret: bytes, algorithms: Iterable[str], *, key_source: str) -> None:
-    for algorithm in algorithms:
+def check_shared_secret(
+    secret: bytes, algorithms: Sequence[str], *, key_source: str
+) -> tuple[str, ...]:
+    """The configured algorithms, if they are all HS* and `secret` is long enough for each."""
+    checked = check_algorithms(algorithms, hmac=True, key_source=key_source)
+    for algorithm in checked:
         if len(secret) < MIN_SECRET_BYTES[algorithm]:
             raise AuthConfigurationError(
                 f"{key_source} is {len(secret)} bytes; {algorithm} needs at least "
                 f"{MIN_SECRET_BYTES[algorithm]} (RFC 7518 3.2)"
             )
+    return checked
 
 
 def key_fits_algorithm(key: PublicKeyTypes, algorithm: str) -> bool:

@@ -10,19 +10,22 @@ from typing import Any
 
 import jwt
 
+from kuberank_contract import env_var
 from kuberank_server.auth.algorithms import (
     AuthConfigurationError,
     check_algorithms,
-    check_secret_length,
+    check_shared_secret,
     key_fits_algorithm,
 )
 from kuberank_server.auth.keys import (
+    KEY_SOURCE_SETTINGS,
     JwksKeySource,
     KeySource,
     SigningKeysUnavailableError,
     StaticKey,
+    configured_key_sources,
+    configured_shared_secret,
     read_public_key_file,
-    read_secret_file,
 )
 from kuberank_server.auth.ratelimit import SubjectRateLimiter
 from kuberank_server.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
@@ -228,24 +231,22 @@ def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _key_source_from_settings(settings: ServerSettings) -> tuple[KeySource, tuple[str, ...]]:
-    configured = {
-        "KUBERANK_JWT_SECRET": settings.jwt_secret is not None,
-        "KUBERANK_JWT_SECRET_FILE": settings.jwt_secret_file is not None,
-        "KUBERANK_JWT_PUBLIC_KEY_FILE": settings.jwt_public_key_file is not None,
-        "KUBERANK_JWKS_URL": settings.jwks_url is not None,
-    }
-    chosen = [name for name, present in configured.items() if present]
+    chosen = configured_key_sources(settings)
     if len(chosen) != 1:
         raise AuthConfigurationError(
-            f"KUBERANK_AUTH_MODE=jwt needs exactly one key source of {', '.join(configured)}; "
+            "KUBERANK_AUTH_MODE=jwt needs exactly one key source of "
+            + ", ".join(env_var(name) for name in KEY_SOURCE_SETTINGS)
+            + "; "
             + (f"got {', '.join(chosen)}" if chosen else "none is set")
             + " (or set KUBERANK_AUTH_MODE=disabled, explicitly, for an open server)"
         )
+    shared = configured_shared_secret(settings)
+    if shared is not None:
+        source, secret = shared
+        return StaticKey(secret), check_shared_secret(
+            secret, settings.jwt_algorithms, key_source=source
+        )
     source = chosen[0]
-    if settings.jwt_secret is not None:
-        return _hmac_key(settings.jwt_secret.get_secret_value().encode(), settings, source)
-    if settings.jwt_secret_file is not None:
-        return _hmac_key(read_secret_file(settings.jwt_secret_file), settings, source)
     algorithms = check_algorithms(settings.jwt_algorithms, hmac=False, key_source=source)
     if settings.jwt_public_key_file is not None:
         public_key = read_public_key_file(settings.jwt_public_key_file)
@@ -266,11 +267,3 @@ def _key_source_from_settings(settings: ServerSettings) -> tuple[KeySource, tupl
         ),
         algorithms,
     )
-
-
-def _hmac_key(
-    secret: bytes, settings: ServerSettings, source: str
-) -> tuple[KeySource, tuple[str, ...]]:
-    algorithms = check_algorithms(settings.jwt_algorithms, hmac=True, key_source=source)
-    check_secret_length(secret, algorithms, key_source=source)
-    return StaticKey(secret), algorithms

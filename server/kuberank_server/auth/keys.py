@@ -15,14 +15,18 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from kuberank_contract import env_var
 from kuberank_server.auth.algorithms import AuthConfigurationError, key_fits_algorithm
 from kuberank_server.errors import AuthenticationError, NotReadyError
+from kuberank_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
 VerificationKey = bytes | PublicKeyTypes
 
 JWKS_FETCH_TIMEOUT_SECONDS = 5.0
+# The settings a JWT key can come from; `KUBERANK_AUTH_MODE=jwt` needs exactly one of them.
+KEY_SOURCE_SETTINGS = ("jwt_secret", "jwt_secret_file", "jwt_public_key_file", "jwks_url")
 
 
 class SigningKeysUnavailableError(NotReadyError):
@@ -48,6 +52,20 @@ class StaticKey:
 
     async def aclose(self) -> None:
         return None
+
+
+def configured_key_sources(settings: ServerSettings) -> list[str]:
+    """The key sources `settings` sets, named by their environment variables."""
+    return [env_var(name) for name in KEY_SOURCE_SETTINGS if getattr(settings, name) is not None]
+
+
+def configured_shared_secret(settings: ServerSettings) -> tuple[str, bytes] | None:
+    """The HS* secret the settings hold or point to, with its source; None if they hold none."""
+    if settings.jwt_secret is not None:
+        return env_var("jwt_secret"), settings.jwt_secret.get_secret_value().encode()
+    if settings.jwt_secret_file is not None:
+        return env_var("jwt_secret_file"), read_secret_file(settings.jwt_secret_file)
+    return None
 
 
 def read_secret_file(path: Path) -> bytes:

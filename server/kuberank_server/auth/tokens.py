@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from kuberank_server.auth.algorithms import (
     AuthConfigurationError,
     check_algorithms,
-    check_secret_length,
+    check_shared_secret,
     key_fits_algorithm,
 )
-from kuberank_server.auth.keys import read_secret_file
+from kuberank_server.auth.keys import configured_shared_secret, read_secret_file
 from kuberank_server.settings import ServerSettings
 
 
@@ -94,20 +94,18 @@ def mint_token_from_settings(
 
 
 def _shared_secret(settings: ServerSettings, secret_file: Path | None) -> tuple[bytes, str]:
-    if secret_file is not None:
-        source, secret = "--secret-file", read_secret_file(secret_file)
-    elif settings.jwt_secret is not None:
-        source, secret = "KUBERANK_JWT_SECRET", settings.jwt_secret.get_secret_value().encode()
-    elif settings.jwt_secret_file is not None:
-        source, secret = "KUBERANK_JWT_SECRET_FILE", read_secret_file(settings.jwt_secret_file)
-    else:
+    shared = (
+        ("--secret-file", read_secret_file(secret_file))
+        if secret_file is not None
+        else configured_shared_secret(settings)
+    )
+    if shared is None:
         raise AuthConfigurationError(
             "no signing key: pass --secret-file or --private-key-file, or set "
             "KUBERANK_JWT_SECRET / KUBERANK_JWT_SECRET_FILE"
         )
-    algorithms = check_algorithms(settings.jwt_algorithms, hmac=True, key_source=source)
-    check_secret_length(secret, algorithms, key_source=source)
-    return secret, algorithms[0]
+    source, secret = shared
+    return secret, check_shared_secret(secret, settings.jwt_algorithms, key_source=source)[0]
 
 
 def _private_key(path: Path, settings: ServerSettings) -> tuple[bytes, str]:

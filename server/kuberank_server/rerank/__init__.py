@@ -1,1 +1,1 @@
-"""The rerank front end: every dialect's request/response models, the service, the routes."""
+"""The rerank front end: every dialect's request/response models, the scoring, the routes."""

@@ -1,4 +1,4 @@
-"""Thin routes: each dialect's body in, `RerankService` does the work, its shape out."""
+"""Thin routes: each dialect's body in, `RerankScoring` does the work, its shape out."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from kuberank_server.rerank.protocol import (
     TeiRank,
     TeiRerankRequest,
 )
-from kuberank_server.rerank.serving import Ranking, RerankService
+from kuberank_server.rerank.serving import Ranking, RerankScoring
 
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones in a worker thread, a thread
@@ -41,21 +41,21 @@ async def require_serving(request: Request) -> None:
     request.app.state.lifecycle.require_serving()
 
 
-async def get_service(request: Request) -> RerankService:
-    service: RerankService = request.app.state.rerank_service
-    return service
+async def get_scoring(request: Request) -> RerankScoring:
+    scoring: RerankScoring = request.app.state.rerank_scoring
+    return scoring
 
 
-Service = Annotated[RerankService, Depends(get_service)]
+Scoring = Annotated[RerankScoring, Depends(get_scoring)]
 
 # Readiness first: a draining server answers 503 without spending time on the token.
 router = APIRouter(dependencies=[Depends(require_serving), Depends(require_principal)])
 
 
 @router.post("/v1/rerank", response_model_exclude_none=True, tags=["rerank"])
-async def rerank_v1(body: RerankRequest, request: Request, service: Service) -> RerankResponse:
+async def rerank_v1(body: RerankRequest, request: Request, scoring: Scoring) -> RerankResponse:
     """Jina / vLLM rerank."""
-    return await _jina_rerank(body, request, service)
+    return await _jina_rerank(body, request, scoring)
 
 
 @router.post(
@@ -65,20 +65,20 @@ async def rerank_v1(body: RerankRequest, request: Request, service: Service) -> 
     tags=["rerank"],
 )
 async def rerank_shared(
-    body: Annotated[SharedRerankRequest, Body()], request: Request, service: Service
+    body: Annotated[SharedRerankRequest, Body()], request: Request, scoring: Scoring
 ) -> RerankResponse | list[TeiRank]:
     """Jina / vLLM rerank, or Hugging Face TEI's body (the one with `texts`)."""
     if isinstance(body, TeiRerankRequest):
-        return await _tei_rerank(body, request, service)
-    return await _jina_rerank(body, request, service)
+        return await _tei_rerank(body, request, scoring)
+    return await _jina_rerank(body, request, scoring)
 
 
 @router.post("/v2/rerank", tags=["rerank"])
 async def rerank_cohere(
-    body: CohereRerankRequest, request: Request, service: Service
+    body: CohereRerankRequest, request: Request, scoring: Scoring
 ) -> CohereRerankResponse:
     """Cohere v2 rerank."""
-    ranking = await service.rerank(
+    ranking = await scoring.rerank(
         request,
         body.query,
         body.documents,
@@ -94,11 +94,11 @@ async def rerank_cohere(
 
 
 @router.post("/v1/score", tags=["rerank"])
-async def score(body: ScoreRequest, request: Request, service: Service) -> ScoreResponse:
+async def score(body: ScoreRequest, request: Request, scoring: Scoring) -> ScoreResponse:
     """vLLM score: `text_1` against `text_2` (1:1, 1:N or N:N)."""
     queries = [body.text_1] if isinstance(body.text_1, str) else body.text_1
     documents = [body.text_2] if isinstance(body.text_2, str) else body.text_2
-    pairs = await service.score_pairs(request, queries, documents, instruction=body.instruction)
+    pairs = await scoring.score_pairs(request, queries, documents, instruction=body.instruction)
     return ScoreResponse(
         id=pairs.id,
         created=int(time.time()),
@@ -110,10 +110,10 @@ async def score(body: ScoreRequest, request: Request, service: Service) -> Score
 
 @router.post("/v1/ranking", tags=["rerank"])
 async def ranking_nim(
-    body: NimRankingRequest, request: Request, service: Service
+    body: NimRankingRequest, request: Request, scoring: Scoring
 ) -> NimRankingResponse:
     """NVIDIA NIM text reranking."""
-    ranking = await service.rerank(
+    ranking = await scoring.rerank(
         request,
         body.query.text,
         [passage.text for passage in body.passages],
@@ -127,13 +127,13 @@ async def ranking_nim(
 
 
 @router.get("/v1/models", tags=["models"])
-async def list_models(service: Service) -> ModelList:
-    scorer = service.scorer
+async def list_models(scoring: Scoring) -> ModelList:
+    scorer = scoring.scorer
     return ModelList(
         data=[
             ModelCard(
-                id=service.model_name,
-                created=service.started_at,
+                id=scoring.model_name,
+                created=scoring.started_at,
                 max_model_len=scorer.max_model_len,
                 kind=scorer.kind,
             )
@@ -141,8 +141,8 @@ async def list_models(service: Service) -> ModelList:
     )
 
 
-async def _jina_rerank(body: RerankRequest, request: Request, service: Service) -> RerankResponse:
-    ranking = await service.rerank(
+async def _jina_rerank(body: RerankRequest, request: Request, scoring: Scoring) -> RerankResponse:
+    ranking = await scoring.rerank(
         request,
         body.query,
         body.documents,
@@ -167,8 +167,8 @@ async def _jina_rerank(body: RerankRequest, request: Request, service: Service) 
     )
 
 
-async def _tei_rerank(body: TeiRerankRequest, request: Request, service: Service) -> list[TeiRank]:
-    ranking = await service.rerank(
+async def _tei_rerank(body: TeiRerankRequest, request: Request, scoring: Scoring) -> list[TeiRank]:
+    ranking = await scoring.rerank(
         request, body.query, body.texts, truncate=body.truncate, documents_param="texts"
     )
     return [

@@ -1,6 +1,6 @@
 """The work behind every rerank route: limits, one engine call per request, sort, top_n.
 
-Routes translate their dialect into `RerankService.rerank` and its `Ranking` back out, so
+Routes translate their dialect into `RerankScoring.rerank` and its `Ranking` back out, so
 limits, truncation, metrics and ordering are the same whatever the client speaks.
 """
 
@@ -17,7 +17,7 @@ from fastapi import Request
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.errors import InvalidRequestError, PayloadTooLargeError
-from kuberank_server.lifecycle import Admission
+from kuberank_server.lifecycle import ConcurrencyLimiter
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.settings import ServerSettings
 
@@ -51,18 +51,20 @@ def new_request_id(prefix: str = "rerank") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-class RerankService:
+class RerankScoring:
+    """Scores rerank and score requests: checks limits, waits for a slot, records metrics."""
+
     def __init__(
         self,
         scorer: Scorer,
         settings: ServerSettings,
         metrics: ServerMetrics,
-        admission: Admission,
+        concurrency_limiter: ConcurrencyLimiter,
     ) -> None:
         self.scorer = scorer
         self.settings = settings
         self.metrics = metrics
-        self.admission = admission
+        self.concurrency_limiter = concurrency_limiter
         self.started_at = int(time.time())
 
     @property
@@ -86,7 +88,7 @@ class RerankService:
         limits = self._limits(max_tokens_per_doc, truncate)
         # Our own id, not the client's X-Request-Id: engine request ids must be unique.
         request_id = new_request_id()
-        async with self.admission.slot():
+        async with self.concurrency_limiter.slot():
             scores = await self.scorer.score(
                 query,
                 documents,
@@ -133,7 +135,7 @@ class RerankService:
         limits = self._limits(None, None)
         request_id = new_request_id("score")
         groups = _group_by_query(queries, documents)
-        async with self.admission.slot():
+        async with self.concurrency_limiter.slot():
             group_scores = await asyncio.gather(
                 *(
                     self.scorer.score(

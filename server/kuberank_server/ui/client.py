@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 
+# The server's protocol models: pydantic only, no vLLM.
+from kuberank_server.rerank.protocol import RerankRequest, RerankResult
+
 RERANK_PATH = "/v1/rerank"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 # Long server messages are cut so an error box stays readable.
@@ -57,29 +60,21 @@ class PlaygroundError(Exception):
 
 
 @dataclass(frozen=True)
-class RerankRequest:
+class RerankCall:
+    """Where to send one rerank request, and the request: the server's own model."""
+
     url: str
-    query: str
-    documents: list[str]
-    top_n: int | None = None
-    instruction: str | None = None
+    request: RerankRequest
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "query": self.query,
-            "documents": self.documents,
-            # Texts are looked up locally by index: no need to ship them back.
-            "return_documents": False,
-        }
-        if self.top_n is not None:
-            body["top_n"] = self.top_n
-        if self.instruction:
-            body["instruction"] = self.instruction
-        return body
+        # Fields left empty are not sent: the server's defaults apply.
+        return self.request.model_dump(exclude_none=True)
 
 
 @dataclass(frozen=True)
-class RankedDocument:
+class ResultRow:
+    """One row of the page's ranking table: a `RerankResult` with its rank and its text."""
+
     rank: int
     index: int
     score: float
@@ -88,7 +83,7 @@ class RankedDocument:
 
 @dataclass(frozen=True)
 class RerankOutcome:
-    ranking: list[RankedDocument]
+    ranking: list[ResultRow]
     latency_seconds: float
     model: str
     prompt_tokens: int | None
@@ -106,7 +101,7 @@ def build_request(
     documents_text: str,
     top_n: float | None = None,
     instruction: str | None = None,
-) -> RerankRequest:
+) -> RerankCall:
     """Check the form before anything is sent; raise `PlaygroundError(INPUT)` if incomplete."""
     base_url = _check_url(url)
     query = query.strip()
@@ -117,17 +112,21 @@ def build_request(
         raise PlaygroundError(
             ErrorKind.INPUT, "No documents.", "Paste the candidate documents, one per line."
         )
-    return RerankRequest(
+    return RerankCall(
         url=base_url + RERANK_PATH,
-        query=query,
-        documents=documents,
-        top_n=_check_top_n(top_n),
-        instruction=(instruction or "").strip() or None,
+        request=RerankRequest(
+            query=query,
+            documents=documents,
+            top_n=_check_top_n(top_n),
+            instruction=(instruction or "").strip() or None,
+            # Texts are looked up locally by index: no need to ship them back.
+            return_documents=False,
+        ),
     )
 
 
 def rerank(
-    request: RerankRequest,
+    call: RerankCall,
     token: str | None,
     *,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -136,25 +135,23 @@ def rerank(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.perf_counter()
     try:
-        response = httpx.post(
-            request.url, json=request.body(), headers=headers, timeout=timeout_seconds
-        )
+        response = httpx.post(call.url, json=call.body(), headers=headers, timeout=timeout_seconds)
     except httpx.TimeoutException:
         raise PlaygroundError(
             ErrorKind.UNREACHABLE,
-            f"No answer from {request.url} within {timeout_seconds:g} s.",
+            f"No answer from {call.url} within {timeout_seconds:g} s.",
             "The server may be overloaded; try fewer documents or retry later.",
         ) from None
     except httpx.TransportError as error:
         raise PlaygroundError(
             ErrorKind.UNREACHABLE,
-            f"Cannot reach {request.url} ({type(error).__name__}).",
+            f"Cannot reach {call.url} ({type(error).__name__}).",
             "Check the endpoint URL and that the server is running and reachable from here.",
         ) from None
     latency_seconds = time.perf_counter() - started
     if response.status_code != 200:
         raise error_for_response(response, token)
-    return _parse_outcome(response, request, latency_seconds)
+    return _parse_outcome(response, call.request, latency_seconds)
 
 
 def error_for_response(response: httpx.Response, token: str | None) -> PlaygroundError:
@@ -288,16 +285,16 @@ def _parse_outcome(
     try:
         body = response.json()
         ranking = []
-        for rank, result in enumerate(body["results"], start=1):
-            index = int(result["index"])
-            if not 0 <= index < len(request.documents):
-                raise IndexError(index)
+        for rank, item in enumerate(body["results"], start=1):
+            result = RerankResult.model_validate(item)
+            if not 0 <= result.index < len(request.documents):
+                raise IndexError(result.index)
             ranking.append(
-                RankedDocument(
+                ResultRow(
                     rank=rank,
-                    index=index,
-                    score=float(result["relevance_score"]),
-                    text=request.documents[index],
+                    index=result.index,
+                    score=result.relevance_score,
+                    text=request.documents[result.index],
                 )
             )
         usage = body.get("usage") or {}
