@@ -33,6 +33,7 @@ from pydantic import SecretStr, ValidationError
 from kuberank_server.lifecycle import Lifecycle
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.settings import ServerSettings
+from kuberank_server.tls import TLSConfigurationError, uvicorn_tls_options
 
 log = logging.getLogger("kuberank_server.serve")
 
@@ -71,8 +72,8 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "--dev",
         action="store_true",
         default=False,
-        help="local development: bind 127.0.0.1, a random JWT secret unless one is configured, "
-        "and print a curl command with a fresh token once ready",
+        help="local development: plain HTTP on 127.0.0.1, a random JWT secret unless one is "
+        "configured, and print a curl command with a fresh token once ready",
     )
     parser.set_defaults(run=run)
 
@@ -95,7 +96,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                  if name in ServerSettings.model_fields}  # fmt: skip
     settings = ServerSettings(**overrides)
     if args.dev:
-        settings = settings.model_copy(update={"host": "127.0.0.1"})
+        # Plain HTTP on loopback, whatever the environment says: the printed curl must work.
+        settings = settings.model_copy(
+            update={"host": "127.0.0.1", "tls_cert_file": None, "tls_key_file": None}
+        )
         if settings.auth_mode == "jwt" and not _has_key(settings):
             settings = settings.model_copy(
                 update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))}
@@ -131,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     try:
+        tls_options = uvicorn_tls_options(settings)
         app = create_app(settings, metrics=metrics, on_engine_failure=stop_on_engine_failure)
-    except AuthConfigurationError as error:
+    except (AuthConfigurationError, TLSConfigurationError) as error:
         print(f"kuberank-server serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.metrics_port:
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,  # our own JSON line per request replaces it
         timeout_graceful_shutdown=1,  # the drain already waited for accepted requests
+        **tls_options,
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout_seconds)
     if args.dev:
