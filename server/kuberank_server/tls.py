@@ -16,7 +16,6 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +48,13 @@ def _server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 class ReloadingCertificate:
     """The certificate the API port presents, kept equal to the files within the interval."""
 
-    def __init__(
-        self,
-        cert_file: Path,
-        key_file: Path,
-        check_interval_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, cert_file: Path, key_file: Path, check_interval_seconds: float) -> None:
         self.cert_file, self.key_file = cert_file, key_file
         self.check_interval_seconds = check_interval_seconds
-        self._clock = clock
         self._stamp = self._files_stamp()
         self.current = _server_context(cert_file, key_file)  # at start, a bad pair is fatal
         self.loads = 1
-        self._checked_at = clock()
+        self._checked_at = time.monotonic()
         # The context uvicorn listens with; its callback picks the current one per handshake.
         self.listening = self.current
         self.listening.sni_callback = self._on_client_hello
@@ -82,7 +74,7 @@ class ReloadingCertificate:
     def refresh(self) -> None:
         """Load the files again if they changed since the last look (no more often than the
         interval)."""
-        now = self._clock()
+        now = time.monotonic()
         if now - self._checked_at < self.check_interval_seconds:
             return
         self._checked_at = now
