@@ -77,7 +77,10 @@ def three_way_patch(
             )
             if sub:
                 patch[key] = sub
-        elif not contains(have, wanted):
+        elif not contains(have, wanted) or (key in last and last[key] != wanted):
+            # Also what we now want differently from last time: `contains` accepts a live
+            # value saying more (server defaults), so a list item that lost a field, or a
+            # peer turned into `{}`, would otherwise never reach the object.
             patch[key] = wanted
     for key in last:
         if key not in desired and key in live and (*path, key) not in handed_over:

@@ -15,6 +15,7 @@ so the API server fills in its own fields' defaults).
 
 from __future__ import annotations
 
+import copy
 import typing
 from typing import Any
 
@@ -162,7 +163,7 @@ class _Translator:
         if node.get("description"):
             schema["description"] = _one_line(node["description"])
         if node.get("required"):
-            schema["required"] = node["required"]
+            schema["required"] = list(node["required"])  # a copy: a model used twice is no alias
         cel_rules = getattr(model, "cel_rules", ())
         if cel_rules:
             schema["x-kubernetes-validations"] = [dict(rule) for rule in cel_rules]
@@ -177,8 +178,11 @@ class _Translator:
         default = field.get_default(call_default_factory=True)
         if default is not PydanticUndefined and default is not None:
             # A nested object defaults to {}: the API server then applies its fields' defaults.
+            # Models inside a list default to what they say (no nulls: absent is unset).
             schema["default"] = (
-                {} if isinstance(default, BaseModel) else to_jsonable_python(default)
+                {}
+                if isinstance(default, BaseModel)
+                else to_jsonable_python(default, by_alias=True, exclude_none=True)
             )
         return _ordered(schema)
 
@@ -192,6 +196,7 @@ class _Translator:
             schema = self.object(node, model)
         elif model is not None and node.get("type") == "array":
             schema = {"type": "array", "items": self.object(node["items"], model)}
+            schema |= {key: copy.deepcopy(node[key]) for key in _KEPT if key in node}
         else:
             schema = self._scalar_or_container(node, annotation)
         if node.get("description"):
@@ -225,7 +230,7 @@ class _Translator:
             schema["enum"] = [node["const"]]
         for key in _KEPT:
             if key in node:
-                schema[key] = node[key]
+                schema[key] = copy.deepcopy(node[key])
         for bound in ("Minimum", "Maximum"):
             exclusive = node.get(f"exclusive{bound}")
             if exclusive is not None:  # JSON Schema's number -> OpenAPI 3.0's flag

@@ -10,11 +10,11 @@ from typing import Any
 
 import kopf
 
-from kuberank_operator.builders import SERVICE_MONITOR
+from kuberank_operator.builders import ChildKind
 from kuberank_operator.kube import KubeClient
 from kuberank_operator.settings import OperatorSettings
 
-# prometheus-operator may be installed after us; look again this often.
+# prometheus-operator or cert-manager may be installed after us; look again this often.
 DISCOVERY_TTL_SECONDS = 60.0
 
 
@@ -25,7 +25,8 @@ class Runtime:
     _locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
-    _service_monitors: tuple[float, bool] | None = None
+    # ChildKind -> (when looked up, whether the cluster serves its API)
+    _served: dict[ChildKind, tuple[float, bool]] = field(default_factory=dict)
     # The status each RerankerService got from us last (we are its only writer).
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -46,15 +47,14 @@ class Runtime:
         self._locks.pop((namespace, name), None)
         self.statuses.pop((namespace, name), None)
 
-    async def service_monitors_available(self) -> bool:
+    async def serves(self, kind: ChildKind) -> bool:
+        """Whether the cluster serves this child's API (ServiceMonitor, Certificate)."""
         now = time.monotonic()
-        if (
-            self._service_monitors is None
-            or now - self._service_monitors[0] > DISCOVERY_TTL_SECONDS
-        ):
-            available = await self.client.has_resource(SERVICE_MONITOR.resource)
-            self._service_monitors = (now, available)
-        return self._service_monitors[1]
+        known = self._served.get(kind)
+        if known is None or now - known[0] > DISCOVERY_TTL_SECONDS:
+            known = (now, await self.client.has_resource(kind.resource))
+            self._served[kind] = known
+        return known[1]
 
     async def close(self) -> None:
         if self._client is not None:

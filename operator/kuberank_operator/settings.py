@@ -26,6 +26,10 @@ class OperatorSettings(BaseSettings):
         8080, ge=0, le=65535, description="port of the /healthz liveness endpoint; 0 turns it off"
     )
     json_logs: bool = Field(True, description="one JSON object per log line")
+    cluster_domain: str = Field(
+        "cluster.local",
+        description="the cluster's DNS domain, for the names TLS certificates cover",
+    )
     drain_timeout_seconds: int = Field(
         20, ge=0, description="KUBERANK_DRAIN_TIMEOUT_SECONDS given to the servers"
     )

@@ -243,6 +243,133 @@ class ServiceSpec(SpecModel):
     """Annotations put on the Service (e.g. for a load balancer)."""
 
 
+class IssuerRef(SpecModel):
+    name: str = Field(min_length=1)
+    """Name of the cert-manager issuer that signs the certificate."""
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    """Issuer (in the RerankerService's namespace) or ClusterIssuer."""
+
+
+# The keys of a kubernetes.io/tls Secret (cert-manager writes the same).
+TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY = "tls.crt", "tls.key"
+TLS_SOURCE_MESSAGE = "tls needs exactly one of secretName or issuerRef"
+
+
+class TlsSpec(SpecModel):
+    """HTTPS on the API port (the metrics port stays plain HTTP); absent: plain HTTP."""
+
+    cel_rules = (
+        CelRule(rule="has(self.secretName) != has(self.issuerRef)", message=TLS_SOURCE_MESSAGE),
+    )
+
+    # Never null: the CEL rule counts the fields that are present.
+    secret_name: str | None = Field(None, min_length=1, json_schema_extra={"nullable": False})
+    """A kubernetes.io/tls Secret (keys tls.crt and tls.key) in this namespace holding the
+    server's certificate and key. A renewed Secret reaches the running pods within a minute or
+    two (the kubelet's sync), and the server serves it to new connections without a restart."""
+    issuer_ref: IssuerRef | None = None
+    """A cert-manager issuer: the operator makes a cert-manager Certificate for the Service's
+    DNS names (name, name.namespace, name.namespace.svc, name.namespace.svc.<cluster domain>),
+    stored in the Secret <name>-tls, which cert-manager renews. Needs cert-manager in the
+    cluster."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsSpec:
+        if (self.secret_name is None) == (self.issuer_ref is None):
+            raise ValueError(TLS_SOURCE_MESSAGE)
+        return self
+
+
+class LabelSelectorRequirement(SpecModel):
+    """One label requirement."""
+
+    key: str = Field(min_length=1)
+    """The label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key's value is compared with values."""
+    values: list[str] = Field(default_factory=list)
+    """Values for In and NotIn; empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(SpecModel):
+    """A Kubernetes label selector; {} selects all."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels that must all be present with these values."""
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    """Label requirements that must all hold."""
+
+
+class IpBlock(SpecModel):
+    """Addresses, usually outside the cluster."""
+
+    cidr: str = Field(min_length=1)
+    """A CIDR such as 10.0.0.0/16."""
+    except_: list[str] = Field(default_factory=list, alias="except")
+    """CIDRs inside cidr to leave out."""
+
+
+PEER_MESSAGE = "a peer is podSelector and/or namespaceSelector, or ipBlock alone"
+
+
+class NetworkPolicyPeer(SpecModel):
+    """A Kubernetes NetworkPolicyPeer: pods, namespaces or an IP block allowed in."""
+
+    cel_rules = (
+        CelRule(
+            rule="(has(self.podSelector) || has(self.namespaceSelector)) != has(self.ipBlock)",
+            message=PEER_MESSAGE,
+        ),
+    )
+
+    pod_selector: LabelSelector | None = None
+    """Pods selected by labels, in this namespace or in the namespaces namespaceSelector
+    picks; {} selects all."""
+    namespace_selector: LabelSelector | None = None
+    """Namespaces selected by labels (all their pods, or those podSelector picks); {} selects
+    all."""
+    ip_block: IpBlock | None = None
+    """Addresses, usually outside the cluster (pod addresses change: select pods instead)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if selectors == (self.ip_block is not None):
+            raise ValueError(PEER_MESSAGE)
+        return self
+
+
+MONITORING_NAMESPACE = "monitoring"
+# A bound keeps the CEL rule on each peer within the API server's cost budget.
+MAX_PEERS = 64
+
+
+def _same_namespace() -> list[NetworkPolicyPeer]:
+    return [NetworkPolicyPeer(pod_selector=LabelSelector())]
+
+
+def _monitoring_namespace() -> list[NetworkPolicyPeer]:
+    selector = LabelSelector(match_labels={"kubernetes.io/metadata.name": MONITORING_NAMESPACE})
+    return [NetworkPolicyPeer(namespace_selector=selector)]
+
+
+class NetworkSpec(SpecModel):
+    """A NetworkPolicy admitting the API and metrics ports only from the peers listed; all
+    other ingress to the pods is denied. Needs a network plugin that enforces NetworkPolicy."""
+
+    allow_from: list[NetworkPolicyPeer] = Field(
+        default_factory=_same_namespace, max_length=MAX_PEERS
+    )
+    """Who may call the API port (Kubernetes NetworkPolicyPeers: podSelector,
+    namespaceSelector, ipBlock). Default: every pod in this namespace. An empty list admits no
+    one."""
+    metrics_from: list[NetworkPolicyPeer] = Field(
+        default_factory=_monitoring_namespace, max_length=MAX_PEERS
+    )
+    """Who may scrape the metrics port. Default: pods in the namespace named monitoring (a
+    namespaceSelector on kubernetes.io/metadata.name). An empty list admits no one."""
+
+
 class MonitoringSpec(SpecModel):
     service_monitor: bool = True
     """Make a ServiceMonitor when the monitoring.coreos.com API exists in the cluster."""
@@ -317,6 +444,11 @@ class RerankerSpec(SpecModel):
     """Bounds on each request and on the load one pod accepts."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     """The Service in front of the pods."""
+    tls: TlsSpec | None = None
+    """HTTPS on the API port from a Secret or a cert-manager issuer; absent: plain HTTP."""
+    network: NetworkSpec | None = None
+    """A NetworkPolicy admitting the API port only from the peers listed and the metrics port
+    only from the monitoring peers; absent: no NetworkPolicy."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     """Prometheus scraping of the servers' metrics port."""
     disruption: DisruptionSpec = Field(default_factory=DisruptionSpec)
@@ -378,6 +510,11 @@ class RerankerSpec(SpecModel):
             refs += [
                 ("auth.secretRef", self.auth.secret_ref),
                 ("auth.publicKeySecretRef", self.auth.public_key_secret_ref),
+            ]
+        if self.tls is not None and self.tls.secret_name is not None:
+            refs += [
+                ("tls.secretName", SecretKeyRef(name=self.tls.secret_name, key=key))
+                for key in (TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY)
             ]
         return [(field, ref) for field, ref in refs if ref is not None]
 

@@ -23,8 +23,11 @@ PUBLIC_KEYS_ONLY = "<a token from your issuer: this server verifies public keys 
 
 
 def dev_settings(settings: ServerSettings) -> ServerSettings:
-    """`settings` bound to 127.0.0.1, with a random secret if JWT auth has no key source."""
-    settings = settings.model_copy(update={"host": "127.0.0.1"})
+    """`settings` bound to 127.0.0.1 over plain HTTP (the printed curl must work whatever the
+    environment says), with a random secret if JWT auth has no key source."""
+    settings = settings.model_copy(
+        update={"host": "127.0.0.1", "tls_cert_file": None, "tls_key_file": None}
+    )
     if settings.auth_mode == "jwt" and not configured_key_sources(settings):
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})
     return settings

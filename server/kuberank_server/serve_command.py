@@ -24,6 +24,7 @@ from kuberank_server.logging_setup import configure_logging
 from kuberank_server.metrics import ServerMetrics, combined_registry
 from kuberank_server.settings import ServerSettings
 from kuberank_server.settings_flags import add_settings_flags, settings_from_args
+from kuberank_server.tls import TLSConfigurationError, uvicorn_tls_options
 
 log = logging.getLogger("kuberank_server.serve")
 
@@ -76,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     try:
+        tls_options = uvicorn_tls_options(settings)
         app = create_app(settings, metrics=metrics, on_engine_failure=stop_on_engine_failure)
-    except AuthConfigurationError as error:
+    except (AuthConfigurationError, TLSConfigurationError) as error:
         print(f"kuberank-server serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.metrics_port:
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,  # our own JSON line per request replaces it
         timeout_graceful_shutdown=1,  # the drain already waited for accepted requests
+        **tls_options,
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout_seconds)
     if args.dev:

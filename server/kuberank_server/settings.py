@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kuberank_contract import (
@@ -76,6 +76,26 @@ class ServerSettings(BaseSettings, RequestLimits):
     metrics_port: int = Field(
         METRICS_PORT, ge=0, le=65535, description="0 turns the metrics port off"
     )
+
+    # --- TLS (HTTPS on the API port; the metrics port stays plain HTTP) ----------------------
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain for HTTPS on the API port (with --tls-key-file); "
+        "unset serves plain HTTP. Reloaded when the file changes, without a restart",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of --tls-cert-file")
+    tls_reload_check_seconds: float = Field(
+        5,
+        ge=0,
+        description="how often, at most, the TLS files are checked for a rotated certificate "
+        "(at the next handshake after this interval)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
     # --- auth -------------------------------------------------------------------------------
     auth_mode: AuthMode = "jwt"

@@ -71,6 +71,8 @@ AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
 DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets")
 CLAIMS = Resource("", "v1", "persistentvolumeclaims")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
+NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
+CERTIFICATES = Resource("cert-manager.io", "v1", "certificates")
 
 
 JWT_SECRET_NAME = "rerank-jwt"
@@ -113,6 +115,8 @@ _KINDS = {
     DISRUPTION_BUDGETS: "PodDisruptionBudget",
     CLAIMS: "PersistentVolumeClaim",
     SERVICE_MONITORS: "ServiceMonitor",
+    NETWORK_POLICIES: "NetworkPolicy",
+    CERTIFICATES: "Certificate",
     SECRETS: "Secret",
     EVENTS: "Event",
 }
@@ -366,14 +370,22 @@ class EmulatedCluster:
 
 @contextlib.asynccontextmanager
 async def emulated_cluster(
-    workdir: Path, *, service_monitors: bool = True, record_requests: bool = True
+    workdir: Path,
+    *,
+    service_monitors: bool = True,
+    cert_manager: bool = True,
+    record_requests: bool = True,
 ) -> AsyncIterator[EmulatedCluster]:
+    """`service_monitors` / `cert_manager`: whether prometheus-operator's ServiceMonitor and
+    cert-manager's Certificate APIs are served (installed in the cluster)."""
     emulator = ApiServerStandIn()
     emulator.record_requests = record_requests
     emulator.namespace_calls = []
     resources = dict(_KINDS)
     if not service_monitors:
         resources.pop(SERVICE_MONITORS)
+    if not cert_manager:
+        resources.pop(CERTIFICATES)
     for resource, kind in resources.items():
         key = (
             f"{resource.group}/{resource.version}/{resource.plural}"
@@ -410,8 +422,9 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     """Drive the running operator through every kind of API call it makes.
 
     For the chart's RBAC test: afterwards `set(cluster.calls())` is what the operator needs.
-    Creates (with a cache PVC and a ServiceMonitor), updates (the cache grows), turns
-    autoscaling, the cache and monitoring off (deletes),
+    Creates (with a cache PVC, a ServiceMonitor, a cert-manager Certificate and a
+    NetworkPolicy), updates (the cache grows, another issuer, other peers), turns
+    autoscaling, the cache, monitoring, TLS and the network policy off (deletes),
     puts back a deleted child, follows a Deployment's status, reports an invalid spec and a
     missing Secret (Events, status), and deletes a RerankerService.
     """
@@ -421,6 +434,8 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     def rrs(name: str, **spec: Any) -> dict[str, Any]:
         return reranker(name, secret_name="jwt", **({"model": {"name": "m", "cache": {}}} | spec))
 
+    tls_and_network = {"tls": {"issuerRef": {"name": "ca"}}, "network": {}}
+
     def reason(name: str) -> str | None:
         obj = cluster.objects(RERANKERS, namespace).get(name, {})
         conditions = (obj.get("status") or {}).get("conditions", [])
@@ -429,7 +444,7 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     def live(resource: Resource) -> dict[str, Any]:
         return cluster.objects(resource, namespace).get("full", {})
 
-    await cluster.create(RERANKERS, namespace, rrs("full"))
+    await cluster.create(RERANKERS, namespace, rrs("full", **tls_and_network))
     for resource in (
         CLAIMS,
         DEPLOYMENTS,
@@ -437,6 +452,8 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
         AUTOSCALERS,
         DISRUPTION_BUDGETS,
         SERVICE_MONITORS,
+        CERTIFICATES,
+        NETWORK_POLICIES,
     ):
         await cluster.wait_for_object(resource, namespace, "full")
     await cluster.patch(
@@ -458,12 +475,18 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
                 "autoscaling": {"maxReplicas": 6},
                 "disruption": {"minAvailable": 0},
                 "monitoring": {"interval": "30s"},
+                "tls": {"issuerRef": {"name": "other-ca"}},
+                "network": {"metricsFrom": []},
             }
         },
     )
     await cluster.wait_until(
         lambda: live(SERVICE_MONITORS)["spec"]["endpoints"][0]["interval"] == "30s", "patched"
     )
+    await cluster.wait_until(
+        lambda: live(CERTIFICATES)["spec"]["issuerRef"]["name"] == "other-ca", "patched"
+    )
+    await cluster.wait_until(lambda: len(live(NETWORK_POLICIES)["spec"]["ingress"]) == 1, "patched")
     await cluster.patch(
         RERANKERS,
         namespace,
@@ -473,10 +496,12 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
                 "model": {"cache": None},
                 "autoscaling": {"enabled": False},
                 "monitoring": {"serviceMonitor": False},
+                "tls": None,
+                "network": None,
             }
         },
     )
-    for resource in (CLAIMS, AUTOSCALERS, SERVICE_MONITORS):
+    for resource in (CLAIMS, AUTOSCALERS, SERVICE_MONITORS, CERTIFICATES, NETWORK_POLICIES):
         await cluster.wait_until(lambda r=resource: not live(r), f"{resource.plural} deleted")
     await cluster.create(RERANKERS, namespace, rrs("invalid", replicas=-1))
     await cluster.create(

@@ -27,6 +27,19 @@ def test_changed_scalars_and_whole_lists_are_sent() -> None:
     }
 
 
+def test_a_list_item_that_lost_a_field_is_sent() -> None:
+    # `contains` alone would find the new wish in the old live value (it says more).
+    last = {"spec": {"tolerations": [{"key": "gpu", "value": "a100", "effect": "NoSchedule"}]}}
+    desired = {"spec": {"tolerations": [{"key": "gpu", "effect": "NoSchedule"}]}}
+    live = {"spec": {"tolerations": [{"key": "gpu", "value": "a100", "effect": "NoSchedule"}]}}
+    assert three_way_patch(last, desired, live) == desired
+    peers_before = {"spec": {"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}}
+    peers_now = {"spec": {"from": [{"podSelector": {}}]}}
+    assert three_way_patch(peers_before, peers_now, peers_before) == peers_now
+    # Once applied, nothing more to send.
+    assert three_way_patch(desired, desired, live) == {}
+
+
 def test_fields_we_set_before_and_no_longer_want_are_removed() -> None:
     last = {"spec": {"nodeSelector": {"gpu": "a100", "zone": "a"}, "priorityClassName": "high"}}
     desired = {"spec": {"nodeSelector": {"gpu": "a100"}}}

@@ -8,6 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from cloudcoil.models.cert_manager.v1 import Certificate
 from tests.kubernetes_versions import (
     KUBERNETES_VERSIONS,
     assert_works_on_the_minimum,
@@ -19,7 +20,9 @@ from kuberank_operator import MINIMUM_KUBERNETES_VERSION
 from kuberank_operator.builders import (
     AUTOSCALER,
     CACHE_CLAIM,
+    CERTIFICATE,
     DEPLOYMENT,
+    NETWORK_POLICY,
     SERVICE,
     SERVICE_MONITOR,
     ChildKind,
@@ -27,8 +30,9 @@ from kuberank_operator.builders import (
 )
 from kuberank_operator.builders.common import Owner
 from kuberank_operator.builders.deployment import server_env
+from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.settings import OperatorSettings
-from kuberank_operator.spec import parse_spec
+from kuberank_operator.spec import InvalidSpecError, parse_spec
 from kuberank_server.engine.scorer import build_engine_args, choose_model
 from kuberank_server.settings import ServerSettings
 
@@ -102,11 +106,48 @@ SPECS: dict[str, dict[str, Any]] = {
         "resources": {"gpu": 4, "memory": "64Gi"},
         "engine": {"parallelism": "data"},
     },
+    "tls-secret-network-default": {
+        "model": {"name": "m"},
+        "auth": AUTH,
+        "tls": {"secretName": "ranker-cert"},
+        "network": {},
+    },
+    "tls-issuer-network-peers": {
+        "model": {"name": "m"},
+        "auth": AUTH,
+        "tls": {"issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}},
+        "network": {
+            "allowFrom": [
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "search"}},
+                    "podSelector": {
+                        "matchExpressions": [
+                            {"key": "app", "operator": "In", "values": ["retriever", "rag"]}
+                        ]
+                    },
+                },
+                {"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.9.0/24"]}},
+            ],
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}
+            ],
+        },
+    },
 }
 
 
 def children(spec: dict[str, Any]) -> dict[ChildKind, dict[str, Any] | None]:
-    return desired_children(OWNER, parse_spec(spec), SETTINGS, service_monitors=True)
+    return desired_children(
+        OWNER, parse_spec(spec), SETTINGS, service_monitors=True, certificates=True
+    )
+
+
+def validate_certificate(manifest: dict[str, Any]) -> None:
+    """cert-manager's Certificate schema, strictly: cloudcoil's models are generated from
+    cert-manager's CRDs (types, enums, required fields); a field they do not know would be
+    pruned by the API server, so a round trip that loses one fails here."""
+    model = Certificate.model_validate(manifest)
+    assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == manifest
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +166,9 @@ def test_every_child_is_valid_kubernetes(case: str) -> None:
             "app.kubernetes.io/component": "reranker",
             "app.kubernetes.io/managed-by": "kuberank-operator",
         }
-        if kind is SERVICE_MONITOR:  # a CRD: kubernetes-validate has no schema for it
+        if kind is CERTIFICATE:
+            validate_certificate(manifest)
+        if kind in (SERVICE_MONITOR, CERTIFICATE):  # CRDs: kubernetes-validate has no schema
             assert_works_on_the_minimum(manifest)
         else:
             validate_for_supported_kubernetes(manifest)
@@ -391,9 +434,10 @@ def test_monitoring_off_and_public_key_file() -> None:
     assert env["KUBERANK_JWT_PUBLIC_KEY_FILE"] == "/etc/kuberank/jwt/public.pem"
     assert env["KUBERANK_JWT_ALGORITHMS"] == '["RS256"]' and "KUBERANK_JWT_SECRET" not in env
     no_api = desired_children(
-        OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False
+        OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False, certificates=False
     )
     assert SERVICE_MONITOR not in no_api  # no such API: neither made nor removed
+    assert CERTIFICATE not in no_api
 
 
 def test_service_monitor_scrapes_the_metrics_port() -> None:
@@ -402,3 +446,154 @@ def test_service_monitor_scrapes_the_metrics_port() -> None:
     assert monitor["spec"]["endpoints"] == [
         {"port": "metrics", "path": "/metrics", "interval": "15s"}
     ]
+
+
+def test_the_certificate_check_rejects_what_cert_manager_would_not_keep() -> None:
+    certificate = children(SPECS["tls-issuer-network-peers"])[CERTIFICATE]
+    assert certificate is not None
+    validate_certificate(certificate)
+    with pytest.raises(AssertionError):
+        validate_certificate({**certificate, "spec": {**certificate["spec"], "dnsName": "x"}})
+    with pytest.raises(ValueError, match="privateKey"):
+        bad_key = {"privateKey": {"algorithm": "DSA"}}
+        validate_certificate({**certificate, "spec": {**certificate["spec"], **bad_key}})
+    with pytest.raises(ValueError, match="secretName"):
+        spec = {k: v for k, v in certificate["spec"].items() if k != "secretName"}
+        validate_certificate({**certificate, "spec": spec})
+
+
+def test_tls_from_a_secret_mounts_it_and_probes_over_https() -> None:
+    spec = parse_spec(SPECS["tls-secret-network-default"])
+    made = children(SPECS["tls-secret-network-default"])
+    assert made[CERTIFICATE] is None  # a Secret given: nothing for cert-manager to do
+    deployment = made[DEPLOYMENT]
+    assert deployment is not None
+    pod = deployment["spec"]["template"]["spec"]
+    assert {
+        "name": "tls",
+        "secret": {
+            "secretName": "ranker-cert",
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        },
+    } in pod["volumes"]
+    # No subPath: a subPath mount never sees the kubelet's update of a renewed Secret.
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "tls")
+    assert mount == {"name": "tls", "mountPath": "/etc/kuberank/tls", "readOnly": True}
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    assert env["KUBERANK_TLS_CERT_FILE"] == "/etc/kuberank/tls/tls.crt"
+    assert env["KUBERANK_TLS_KEY_FILE"] == "/etc/kuberank/tls/tls.key"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container(deployment)[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert endpoint_url(OWNER, spec) == "https://ranker.team-search.svc:8000"
+    assert [ref.key for field, ref in spec.referenced_secrets() if field == "tls.secretName"] == [
+        "tls.crt",
+        "tls.key",
+    ]
+
+
+def test_without_tls_plain_http_everywhere() -> None:
+    spec = parse_spec(SPECS["cpu"])
+    deployment = children(SPECS["cpu"])[DEPLOYMENT]
+    assert deployment is not None
+    assert container(deployment)["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert not any(e["name"].startswith("KUBERANK_TLS") for e in container(deployment)["env"])
+    assert endpoint_url(OWNER, spec) == "http://ranker.team-search.svc:8000"
+
+
+def test_tls_from_an_issuer_is_a_certificate_for_the_service_names() -> None:
+    made = children(SPECS["tls-issuer-network-peers"])
+    certificate, deployment = made[CERTIFICATE], made[DEPLOYMENT]
+    assert certificate is not None and deployment is not None
+    assert certificate["spec"]["issuerRef"] == {
+        "name": "internal-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert certificate["spec"]["dnsNames"] == [
+        "ranker",
+        "ranker.team-search",
+        "ranker.team-search.svc",
+        "ranker.team-search.svc.cluster.local",
+    ]
+    assert certificate["spec"]["usages"] == ["server auth", "digital signature", "key encipherment"]
+    # The Deployment mounts the Secret cert-manager writes.
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == "tls")
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"] == "ranker-tls"
+    other_domain = desired_children(
+        OWNER,
+        parse_spec(SPECS["tls-issuer-network-peers"]),
+        OperatorSettings(cluster_domain="corp.internal"),
+        service_monitors=True,
+        certificates=True,
+    )[CERTIFICATE]
+    assert other_domain is not None
+    assert other_domain["spec"]["dnsNames"][-1] == "ranker.team-search.svc.corp.internal"
+
+
+MONITORING_NAMESPACE_LABEL = {"kubernetes.io/metadata.name": "monitoring"}
+
+
+def test_network_policy_defaults_to_this_namespace_and_the_monitoring_namespace() -> None:
+    policy = children(SPECS["tls-secret-network-default"])[NETWORK_POLICY]
+    assert policy is not None
+    assert policy["spec"] == {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "kuberank-server",
+                "app.kubernetes.io/instance": "ranker",
+            }
+        },
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "ports": [{"port": 8000, "protocol": "TCP"}],
+                "from": [{"podSelector": {"matchLabels": {}}}],  # {} with drift detection
+            },
+            {
+                "ports": [{"port": 9100, "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": MONITORING_NAMESPACE_LABEL}}],
+            },
+        ],
+    }
+    assert children(SPECS["cpu"])[NETWORK_POLICY] is None  # opt-in
+
+
+def test_network_policy_admits_the_listed_peers_and_an_empty_list_admits_no_one() -> None:
+    policy = children(SPECS["tls-issuer-network-peers"])[NETWORK_POLICY]
+    assert policy is not None
+    api, metrics = policy["spec"]["ingress"]
+    assert api["from"] == SPECS["tls-issuer-network-peers"]["network"]["allowFrom"]
+    assert metrics["from"] == SPECS["tls-issuer-network-peers"]["network"]["metricsFrom"]
+    closed = children({**SPECS["cpu"], "network": {"allowFrom": [], "metricsFrom": []}})
+    # An ingress rule without `from` admits everyone: no peers must mean no rule at all.
+    assert closed[NETWORK_POLICY] is not None
+    assert closed[NETWORK_POLICY]["spec"]["ingress"] == []
+    assert closed[NETWORK_POLICY]["spec"]["policyTypes"] == ["Ingress"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"tls": {}}, "tls needs exactly one of secretName or issuerRef"),
+        (
+            {"tls": {"secretName": "s", "issuerRef": {"name": "ca"}}},
+            "tls needs exactly one of secretName or issuerRef",
+        ),
+        ({"tls": {"issuerRef": {"name": "ca", "kind": "Vault"}}}, r"spec\.tls\.issuerRef\.kind"),
+        ({"network": {"allowFrom": [{}]}}, "a peer is podSelector and/or namespaceSelector"),
+        (
+            {"network": {"allowFrom": [{"podSelector": {}, "ipBlock": {"cidr": "10.0.0.0/8"}}]}},
+            "a peer is podSelector and/or namespaceSelector",
+        ),
+        (
+            {"network": {"metricsFrom": [{"podSelector": {"matchExpressions": [{"key": "a"}]}}]}},
+            r"spec\.network\.metricsFrom\.0\.podSelector\.matchExpressions\.0\.operator",
+        ),
+    ],
+)
+def test_bad_tls_and_network_specs_are_refused_naming_the_field(
+    spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec({"model": {"name": "m"}, "auth": AUTH, **spec})

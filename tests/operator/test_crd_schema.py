@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
+from tests.operator.test_spec import to_openapi_jsonschema
 
 from kuberank_operator.crd_schema import build_crd, model_schema
 from kuberank_operator.spec import SpecModel
@@ -107,3 +109,31 @@ def test_what_the_operator_writes_fits_the_status_schema() -> None:
         problem=None,
     )
     RerankerServiceStatus.model_validate(status)
+
+
+def _defaults(node: dict[str, Any], path: str = "") -> list[tuple[str, Any, dict[str, Any]]]:
+    found = [(path, node["default"], node)] if "default" in node else []
+    for key, child in node.get("properties", {}).items():
+        found += _defaults(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        found += _defaults(node["items"], f"{path}[]")
+    return found
+
+
+def test_every_default_fits_its_own_schema() -> None:
+    """The API server refuses a CRD whose default does not validate (a list of peers
+    defaulted with `namespaceSelector: null` where the field is a non-nullable object)."""
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    defaults = _defaults(schema)
+    assert any(path == ".spec.network.allowFrom" for path, _, _ in defaults)
+    for path, default, node in defaults:
+        checked = to_openapi_jsonschema({k: v for k, v in node.items() if k != "default"})
+        try:
+            jsonschema.validate(default, checked)
+        except jsonschema.ValidationError as error:
+            raise AssertionError(f"default of {path}: {error.message}") from None
+
+
+def test_the_shipped_file_has_no_yaml_aliases() -> None:
+    # A model used twice (a label selector) must not come out as YAML anchors and aliases.
+    assert "&id0" not in CRD_FILE.read_text()

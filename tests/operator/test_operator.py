@@ -402,6 +402,8 @@ async def test_the_api_calls_the_operator_needs(cluster: EmulatedCluster) -> Non
         ("autoscaling", "horizontalpodautoscalers", ""): keep | {"delete"},
         ("monitoring.coreos.com", "servicemonitors", ""): keep | {"delete"},
         ("", "persistentvolumeclaims", ""): keep | {"delete"},
+        ("cert-manager.io", "certificates", ""): keep | {"delete"},
+        ("networking.k8s.io", "networkpolicies", ""): keep | {"delete"},
     }
 
 

@@ -49,13 +49,30 @@ def to_openapi_jsonschema(schema: Any) -> Any:
     return schema
 
 
+EACH = "[]"  # a path step: every item of a list
+
+
 def cel_rules(
     schema: dict[str, Any], path: tuple[str, ...] = ()
 ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     found = [(path, rule) for rule in schema.get("x-kubernetes-validations", [])]
     for key, sub in schema.get("properties", {}).items():
         found += cel_rules(sub, (*path, key))
+    if "items" in schema:
+        found += cel_rules(schema["items"], (*path, EACH))
     return found
+
+
+def _targets(value: Any, path: tuple[str, ...]) -> list[Any]:
+    """What a rule at `path` is evaluated on; none where an optional field is absent."""
+    if not path:
+        return [value]
+    step, rest = path[0], path[1:]
+    if step == EACH:
+        return [found for item in value or [] for found in _targets(item, rest)]
+    if not isinstance(value, dict) or step not in value:
+        return []
+    return _targets(value[step], rest)
 
 
 def cel_violations(obj: dict[str, Any]) -> list[str]:
@@ -63,12 +80,10 @@ def cel_violations(obj: dict[str, Any]) -> list[str]:
     environment = celpy.Environment()
     messages = []
     for path, rule in cel_rules(SCHEMA):
-        target: Any = obj
-        for key in path:
-            target = target[key]
         program = environment.program(environment.compile(rule["rule"]))
-        if not program.evaluate({"self": celpy.json_to_cel(target)}):
-            messages.append(rule["message"])
+        for target in _targets(obj, path):
+            if not program.evaluate({"self": celpy.json_to_cel(target)}):
+                messages.append(rule["message"])
     return messages
 
 
@@ -121,6 +136,35 @@ CASES = [
             ["--data-parallel-size-local=2"],
             ["--pipeline-parallel-size 2"],
         )
+    ),
+    ({"auth": HS_KEY, "tls": {"secretName": "cert"}}, None),
+    ({"auth": HS_KEY, "tls": {"issuerRef": {"name": "ca"}}}, None),
+    ({"auth": HS_KEY, "tls": {}}, "tls needs exactly one of secretName or issuerRef"),
+    (
+        {"auth": HS_KEY, "tls": {"secretName": "cert", "issuerRef": {"name": "ca"}}},
+        "tls needs exactly one of secretName or issuerRef",
+    ),
+    ({"auth": HS_KEY, "network": {}}, None),
+    ({"auth": HS_KEY, "network": {"allowFrom": [], "metricsFrom": []}}, None),
+    (
+        {
+            "auth": HS_KEY,
+            "network": {
+                "allowFrom": [
+                    {"podSelector": {}, "namespaceSelector": {"matchLabels": {"team": "a"}}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}},
+                ]
+            },
+        },
+        None,
+    ),
+    ({"auth": HS_KEY, "network": {"allowFrom": [{}]}}, "a peer is podSelector and/or"),
+    (
+        {
+            "auth": HS_KEY,
+            "network": {"metricsFrom": [{"podSelector": {}, "ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        },
+        "a peer is podSelector and/or",
     ),
 ]
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from kuberank_operator.builders.autoscaler import build_autoscaler
 from kuberank_operator.builders.cache import build_cache_claim
+from kuberank_operator.builders.certificate import build_certificate
 from kuberank_operator.builders.common import Owner
 from kuberank_operator.builders.deployment import build_deployment
 from kuberank_operator.builders.disruption import build_disruption_budget
 from kuberank_operator.builders.monitoring import build_service_monitor
+from kuberank_operator.builders.network_policy import build_network_policy
 from kuberank_operator.builders.service import build_service
 from kuberank_operator.kube import Resource
 from kuberank_operator.settings import OperatorSettings
@@ -45,19 +47,45 @@ CACHE_CLAIM = ChildKind(
 SERVICE_MONITOR = ChildKind(
     "ServiceMonitor", Resource("monitoring.coreos.com", "v1", "servicemonitors")
 )
+NETWORK_POLICY = ChildKind("NetworkPolicy", Resource("networking.k8s.io", "v1", "networkpolicies"))
+CERTIFICATE = ChildKind("Certificate", Resource("cert-manager.io", "v1", "certificates"))
 
-CHILD_KINDS = (CACHE_CLAIM, DEPLOYMENT, SERVICE, AUTOSCALER, DISRUPTION_BUDGET, SERVICE_MONITOR)
+CHILD_KINDS = (
+    NETWORK_POLICY,
+    CERTIFICATE,
+    CACHE_CLAIM,
+    DEPLOYMENT,
+    SERVICE,
+    AUTOSCALER,
+    DISRUPTION_BUDGET,
+    SERVICE_MONITOR,
+)
 
 
 def desired_children(
-    owner: Owner, spec: RerankerSpec, settings: OperatorSettings, *, service_monitors: bool
+    owner: Owner,
+    spec: RerankerSpec,
+    settings: OperatorSettings,
+    *,
+    service_monitors: bool,
+    certificates: bool,
 ) -> dict[ChildKind, dict[str, Any] | None]:
     """Every child kind -> its manifest, or None where that child must not exist.
 
-    `service_monitors` tells whether the cluster serves the ServiceMonitor API at all; without
-    it the ServiceMonitor is left out of the result (neither made nor removed).
+    `service_monitors` and `certificates` tell whether the cluster serves the ServiceMonitor
+    (prometheus-operator) and Certificate (cert-manager) APIs at all; without one, that
+    child is left out of the result (neither made nor removed).
     """
+    # In order of application: the NetworkPolicy and Certificate before the pods they guard.
     children: dict[ChildKind, dict[str, Any] | None] = {
+        NETWORK_POLICY: build_network_policy(owner, spec.network) if spec.network else None,
+    }
+    if certificates:
+        issuer = spec.tls.issuer_ref if spec.tls else None
+        children[CERTIFICATE] = (
+            build_certificate(owner, issuer, settings.cluster_domain) if issuer else None
+        )
+    children |= {
         CACHE_CLAIM: build_cache_claim(owner, spec.model.cache) if spec.model.cache else None,
         DEPLOYMENT: build_deployment(owner, spec, settings),
         SERVICE: build_service(owner, spec),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kuberank_operator.builders.certificate import certificate_secret_name
 from kuberank_operator.builders.common import (
     HTTP_PORT,
     METRICS_PORT,
@@ -14,11 +15,12 @@ from kuberank_operator.builders.common import (
     selector_labels,
 )
 from kuberank_operator.settings import OperatorSettings
-from kuberank_operator.spec import RerankerSpec
+from kuberank_operator.spec import TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, RerankerSpec
 
 CONTAINER_NAME = "server"
 CACHE_MOUNT = "/var/cache/kuberank"
 PUBLIC_KEY_DIR = "/etc/kuberank/jwt"
+TLS_DIR = "/etc/kuberank/tls"
 # Pods leave the Service's endpoints asynchronously; this pause before SIGTERM lets the
 # load balancers stop sending new requests before the server starts draining.
 PRE_STOP_SLEEP_SECONDS = 5
@@ -98,6 +100,9 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
         }
         if auth.public_key_secret_ref:
             values["JWT_PUBLIC_KEY_FILE"] = f"{PUBLIC_KEY_DIR}/{auth.public_key_secret_ref.key}"
+    if spec.tls is not None:
+        values["TLS_CERT_FILE"] = f"{TLS_DIR}/{TLS_CERT_KEY}"
+        values["TLS_KEY_FILE"] = f"{TLS_DIR}/{TLS_PRIVATE_KEY_KEY}"
     env = [_plain(f"KUBERANK_{key}", value) for key, value in values.items() if value is not None]
     if auth.mode == "jwt" and auth.secret_ref:
         env.append(_from_secret("KUBERANK_JWT_SECRET", auth.secret_ref.name, auth.secret_ref.key))
@@ -116,9 +121,17 @@ def _resources(spec: RerankerSpec) -> dict[str, Any]:
     return {"requests": compute, "limits": limits}
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def tls_secret_name(owner: Owner, spec: RerankerSpec) -> str | None:
+    """The Secret holding the server's certificate: the user's, or cert-manager's."""
+    if spec.tls is None:
+        return None
+    return spec.tls.secret_name or certificate_secret_name(owner)
+
+
+def _probe(path: str, period: int, failures: int, scheme: str) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        # The kubelet does not verify the certificate of an HTTPS probe.
+        "httpGet": {"path": path, "port": "http", "scheme": scheme},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -158,6 +171,12 @@ def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], li
             }
         )
         mounts.append({"name": "jwt-public-key", "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
+    tls_secret = tls_secret_name(owner, spec)
+    if tls_secret is not None:
+        # The whole Secret as a folder (no subPath): the kubelet then swaps in renewed files.
+        items = [{"key": key, "path": key} for key in (TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY)]
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret, "items": items}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -184,6 +203,7 @@ def build_deployment(
     owner: Owner, spec: RerankerSpec, settings: OperatorSettings
 ) -> dict[str, Any]:
     volumes, mounts = _volumes(owner, spec)
+    scheme = "HTTP" if spec.tls is None else "HTTPS"
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": server_image(spec, settings),
@@ -196,9 +216,11 @@ def build_deployment(
         "env": server_env(spec, settings),
         "resources": _resources(spec),
         "volumeMounts": mounts,
-        "startupProbe": _probe("/health", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES),
-        "livenessProbe": _probe("/health", 10, 3),
-        "readinessProbe": _probe("/ready", 5, 3),
+        "startupProbe": _probe(
+            "/health", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES, scheme
+        ),
+        "livenessProbe": _probe("/health", 10, 3, scheme),
+        "readinessProbe": _probe("/ready", 5, 3, scheme),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -9,7 +9,8 @@ from kuberank_operator.spec import RerankerSpec
 
 
 def endpoint_url(owner: Owner, spec: RerankerSpec) -> str:
-    return f"http://{owner.name}.{owner.namespace}.svc:{spec.service.port}"
+    scheme = "http" if spec.tls is None else "https"
+    return f"{scheme}://{owner.name}.{owner.namespace}.svc:{spec.service.port}"
 
 
 def build_service(owner: Owner, spec: RerankerSpec) -> dict[str, Any]:

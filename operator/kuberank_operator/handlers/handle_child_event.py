@@ -38,7 +38,10 @@ async def on_child_event(
         except InvalidSpecError:
             return  # the RerankerService's own handler reports it and leaves the children be
         owner = owner_of(parent)
-        desired = desired_children(owner, spec, runtime.settings, service_monitors=True)
+        # An event of a child means its API is served.
+        desired = desired_children(
+            owner, spec, runtime.settings, service_monitors=True, certificates=True
+        )
         live = None if event_type == "DELETED" else dict(child)
         try:
             outcome, now = await converge(

@@ -7,7 +7,12 @@ from typing import Any
 import kopf
 
 from kuberank_operator.apply import ForeignChildError, converge
-from kuberank_operator.builders import ChildKind, desired_children
+from kuberank_operator.builders import (
+    CERTIFICATE,
+    SERVICE_MONITOR,
+    ChildKind,
+    desired_children,
+)
 from kuberank_operator.handlers.common import (
     announce,
     backoff_seconds,
@@ -20,6 +25,12 @@ from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, parse_spec
 from kuberank_operator.status import Problem
+
+CERT_MANAGER_MISSING = (
+    "spec.tls.issuerRef needs cert-manager, but this cluster does not serve its API "
+    "(cert-manager.io/v1 Certificates); install cert-manager, or name a kubernetes.io/tls "
+    "Secret in spec.tls.secretName instead"
+)
 
 
 async def reconcile(runtime: Runtime, body: kopf.Body, retry: int) -> None:
@@ -37,9 +48,17 @@ async def reconcile(runtime: Runtime, body: kopf.Body, retry: int) -> None:
             if problem is not None:
                 await report_problem(runtime, body, problem)
                 raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
-            service_monitors = await runtime.service_monitors_available()
+            certificates = await runtime.serves(CERTIFICATE)
+            if spec.tls is not None and spec.tls.issuer_ref is not None and not certificates:
+                problem = Problem("CertManagerMissing", CERT_MANAGER_MISSING)
+                await report_problem(runtime, body, problem)
+                raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
             desired = desired_children(
-                owner, spec, runtime.settings, service_monitors=service_monitors
+                owner,
+                spec,
+                runtime.settings,
+                service_monitors=await runtime.serves(SERVICE_MONITOR),
+                certificates=certificates,
             )
             children: dict[ChildKind, dict[str, Any] | None] = {}
             for kind, manifest in desired.items():
