@@ -18,7 +18,8 @@ POD_REASONS = (IMAGE_PULL_FAILED, CRASH_LOOPING, UNSCHEDULABLE, STARTING)
 IMAGE_PULL_WAITING = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
-TERMINATION_MESSAGE_CHARS = 300
+# Kubernetes keeps up to 4096 bytes of it; a condition message should stay readable.
+TERMINATION_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,14 @@ def _memory_limit(pod: Mapping[str, Any], container_name: str) -> str | None:
     return None
 
 
-def _last_line(text: str) -> str:
-    """The last non-empty line (the exception, when the kubelet took a log tail), shortened."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
-    if len(last) > TERMINATION_MESSAGE_CHARS:
-        return last[: TERMINATION_MESSAGE_CHARS - 1] + "…"
-    return last
+def _quoted(text: str) -> str:
+    """A termination message on one line: what the server wrote whole (a start-up check's
+    numbers), a long log tail as its head and its end (where the exception is)."""
+    line = " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+    if len(line) <= TERMINATION_MESSAGE_CHARS:
+        return line
+    head = TERMINATION_MESSAGE_CHARS // 3
+    return f"{line[:head]} … {line[-(TERMINATION_MESSAGE_CHARS - head) :]}"
 
 
 def _crash_message(pod: Mapping[str, Any], name: str, container: Mapping[str, Any]) -> str:
@@ -93,7 +95,7 @@ def _crash_message(pod: Mapping[str, Any], name: str, container: Mapping[str, An
             f", out of memory at its limit of {limit or 'unknown'}: raise spec.resources.memory, "
             "or lower spec.model.maxModelLen or spec.engine.maxNumSeqs"
         )
-    last_words = _last_line(str(terminated.get("message") or ""))
+    last_words = _quoted(str(terminated.get("message") or ""))
     if last_words:
         message += f"; its last message: {last_words}"
     return message

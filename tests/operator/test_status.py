@@ -28,6 +28,7 @@ from kuberank_operator.status import (
     pod_report,
     transitions,
 )
+from kuberank_server.engine.parallelism import ParallelismError, check_tensor_split
 
 
 def deployment(**status: Any) -> dict[str, Any]:
@@ -170,19 +171,28 @@ def test_an_oom_killed_crash_loop_names_the_limit_and_what_to_lower() -> None:
     assert report(**crash_looping(IMAGE, restarts=4, backing_off=False)) == found
 
 
-def test_a_crash_quotes_the_last_line_of_its_termination_message() -> None:
-    log_tail = (
-        "Traceback (most recent call last):\n  ...\nValueError: no model named 'Qwen/typo'\n\n"
-    )
-    found = report(
-        **crash_looping(IMAGE, reason="Error", exit_code=1, restarts=1, message=log_tail)
-    )
+def test_a_crash_quotes_its_termination_message() -> None:
+    # What the server writes when a start-up check fails: quoted whole, numbers included.
+    with pytest.raises(ParallelismError) as raised:
+        check_tensor_split("Qwen/Qwen3-Reranker-0.6B", 3, {"num_attention_heads": 16})
+    written = f"the engine failed to start: {raised.value}"
+    found = report(**crash_looping(IMAGE, reason="Error", exit_code=1, restarts=1, message=written))
     assert found.message == (
         "container server of pod ranker-abc keeps crashing (1 restart); last exit: Error, "
-        "exit code 1; its last message: ValueError: no model named 'Qwen/typo'"
+        f"exit code 1; its last message: {written}"
     )
-    long = report(**crash_looping(IMAGE, reason="Error", exit_code=1, message="x" * 5000))
-    assert long.message.endswith("x" * (TERMINATION_MESSAGE_CHARS - 1) + "…")
+    assert "16 attention heads are not divisible by 3" in found.message
+    # A log tail (the kubelet's fallback) on one line; a long one keeps its end, the exception.
+    tail = "INFO loading\nTraceback (most recent call last):\n  ...\nValueError: no model 'x'\n"
+    found = report(**crash_looping(IMAGE, reason="Error", exit_code=1, message=tail))
+    assert found.message.endswith(
+        "its last message: INFO loading Traceback (most recent call last): ... ValueError: no "
+        "model 'x'"
+    )
+    long = report(**crash_looping(IMAGE, reason="Error", message="x" * 3000 + "\nValueError: y"))
+    last_words = long.message.split("its last message: ")[1]
+    assert len(last_words) == TERMINATION_MESSAGE_CHARS + len(" … ")
+    assert last_words.endswith("x ValueError: y")
 
 
 def test_starting_pods_keep_when_they_started_and_ready_pods_report_nothing() -> None:
