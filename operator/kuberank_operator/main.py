@@ -7,15 +7,22 @@ from typing import Any
 
 import kopf
 
-from kuberank_contract import LABEL_MANAGED_BY
+from kuberank_contract import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, SERVER_APP_NAME
 from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
 from kuberank_operator.builders import CHILD_KINDS, ChildKind
 from kuberank_operator.handlers.handle_child_event import on_child_event
+from kuberank_operator.handlers.handle_pod_event import on_pod_event
 from kuberank_operator.handlers.handle_reconcile import reconcile
 from kuberank_operator.runtime import Runtime
+from kuberank_operator.status import PodReport, pod_report
 
 RESYNC_SECONDS = 300.0
 MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
+# The server pods of every RerankerService (its Deployment's pod template labels).
+SERVER_POD_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: FIELD_MANAGER}
+SERVER_POD_SELECTOR = ",".join(
+    [f"{key}={value}" for key, value in SERVER_POD_LABELS.items()] + [LABEL_INSTANCE]
+)
 
 
 @kopf.on.startup()
@@ -30,6 +37,8 @@ def configure(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Only the server pods travel from the API server, not every pod of the cluster.
+    settings.watching.label_selectors["v1", "pods"] = SERVER_POD_SELECTOR
 
 
 @kopf.on.login()
@@ -52,16 +61,26 @@ def rerankerservices_by_key(
     return {(namespace, name): body}
 
 
+@kopf.index("v1", "pods", labels=SERVER_POD_LABELS)
+def server_pods(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], PodReport]:
+    """Each server pod's report, by its RerankerService: what the status needs, no more."""
+    report = pod_report(body)
+    instance = labels.get(LABEL_INSTANCE)
+    return {(namespace, instance): report} if report is not None and instance else {}
+
+
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL, backoff=5)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, backoff=5)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, backoff=5)
-async def reconcile_on_change(*, memo: Any, body: kopf.Body, retry: int, **_: Any) -> None:
-    await reconcile(memo.runtime, body, retry)
+async def reconcile_on_change(*, memo: Any, body: kopf.Body, retry: int, **kwargs: Any) -> None:
+    await reconcile(memo.runtime, body, retry, kwargs["server_pods"])
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(*, memo: Any, body: kopf.Body, **kwargs: Any) -> None:
-    await reconcile(memo.runtime, body, int(kwargs.get("retry", 0)))
+    await reconcile(memo.runtime, body, int(kwargs.get("retry", 0)), kwargs["server_pods"])
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -82,8 +101,15 @@ def _watch_children(kind: ChildKind) -> None:
     )
     async def child_changed(*, memo: Any, type: str, body: kopf.Body, **kwargs: Any) -> None:
         runtime: Runtime = memo.runtime
-        await on_child_event(runtime, kind, type, body, kwargs["rerankerservices_by_key"])
+        await on_child_event(
+            runtime, kind, type, body, kwargs["rerankerservices_by_key"], kwargs["server_pods"]
+        )
 
 
 for _kind in CHILD_KINDS:
     _watch_children(_kind)
+
+
+@kopf.on.event("v1", "pods", labels=SERVER_POD_LABELS)
+async def pod_changed(*, memo: Any, body: kopf.Body, **kwargs: Any) -> None:
+    await on_pod_event(memo.runtime, body, kwargs["rerankerservices_by_key"], kwargs["server_pods"])

@@ -13,6 +13,7 @@ import kopf
 from kuberank_operator.builders import ChildKind
 from kuberank_operator.kube import KubeClient
 from kuberank_operator.settings import OperatorSettings
+from kuberank_operator.status import PodReport
 
 # prometheus-operator or cert-manager may be installed after us; look again this often.
 DISCOVERY_TTL_SECONDS = 60.0
@@ -29,6 +30,12 @@ class Runtime:
     _served: dict[ChildKind, tuple[float, bool]] = field(default_factory=dict)
     # The status each RerankerService got from us last (we are its only writer).
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # The Deployment and HPA, and the pod reports, that status was computed from: a pod event
+    # recomputes it from these with no API read, and not at all when its pods report the same.
+    status_children: dict[tuple[str, str], dict[ChildKind, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
+    status_pods: dict[tuple[str, str], tuple[PodReport, ...]] = field(default_factory=dict)
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         self._client = KubeClient(info)
@@ -46,6 +53,8 @@ class Runtime:
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self.statuses.pop((namespace, name), None)
+        self.status_children.pop((namespace, name), None)
+        self.status_pods.pop((namespace, name), None)
 
     async def serves(self, kind: ChildKind) -> bool:
         """Whether the cluster serves this child's API (ServiceMonitor, Certificate)."""

@@ -29,7 +29,8 @@ class Condition(StatusModel):
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str | None = None
-    """One CamelCase word for the cause."""
+    """One CamelCase word for the cause (Ready, for pods that do not serve: Starting,
+    Unschedulable, ImagePullFailed, CrashLooping)."""
     message: str | None = None
     """What happened and what to do about it."""
     last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})

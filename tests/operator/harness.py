@@ -20,24 +20,31 @@ API (import as `tests.operator.harness`):
 namespaces (`OperatorSettings(namespaces=[...])`) Kopf also lists and watches `namespaces`
 (cluster-wide); `calls()` lists those first.
 `exercise_every_code_path(cluster)` drives a running operator through every call it makes.
+Pods: `server_pod(deployment, name)` makes a pod as the Deployment's ReplicaSet would, and
+`unschedulable(...)`, `image_pull_failing(...)`, `crash_looping(...)`, `starting(...)` and
+`ready(...)` are pod statuses as the scheduler and the kubelet write them, for
+`cluster.patch(PODS, ns, name, {"status": ...}, "status")`.
 Test-side requests (the `cluster.create/patch/delete/get` helpers) are not recorded.
 `cluster.emulator` is the `kmock.KubernetesEmulator` (its `objects`, fault injection DSL).
 
 What the emulator is not (covered elsewhere): no garbage collection by ownerReferences
 (the builders' tests check every child carries a controller ownerReference; `make e2e` on
 kind deletes a RerankerService and sees its children go), no scheduler, kubelet or
-controllers (tests play the Deployment controller by patching `status`; the HPA's own
+controllers (tests play the Deployment controller by patching `status`, and the ReplicaSet
+controller, scheduler and kubelet by creating pods and patching their `status`; the HPA's own
 scaling is prometheus-adapter's and Kubernetes' job, checked on kind), no server-side
 apply or field ownership (JSON merge patches only), no admission (CEL is evaluated by the
 spec tests with cel-python). This stand-in adds what Kopf and the operator rely on from
-a real API server: metadata.uid, creationTimestamp, resourceVersion, and a generation
-that moves on spec changes.
+a real API server: metadata.uid, creationTimestamp, resourceVersion, a generation
+that moves on spec changes, and `labelSelector` on lists and watches (equality and existence
+terms; an object whose labels stop matching is not sent as DELETED, as a real API server does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import json
 import os
@@ -73,6 +80,7 @@ CLAIMS = Resource("", "v1", "persistentvolumeclaims")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates")
+PODS = Resource("", "v1", "pods")
 
 
 JWT_SECRET_NAME = "rerank-jwt"
@@ -104,6 +112,130 @@ def jwt_secret(name: str = JWT_SECRET_NAME) -> dict[str, Any]:
     }
 
 
+def server_pod(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    """A pod as the Deployment's ReplicaSet makes it: the template's labels and spec, Pending."""
+    template = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(template["metadata"]["labels"])},
+        "spec": template["spec"],
+        "status": {"phase": "Pending"},
+    }
+
+
+# Pod statuses as the scheduler and the kubelet write them (shapes and reasons as a real
+# cluster shows them in `kubectl get pod -o yaml`); each replaces the lists of the last.
+STARTED_AT = "2026-01-01T00:00:10Z"
+
+
+def _scheduled_conditions(ready: bool) -> list[dict[str, Any]]:
+    when = {"lastProbeTime": None, "lastTransitionTime": STARTED_AT}
+    conditions = [
+        {"type": kind, "status": "True", **when}
+        for kind in ("PodScheduled", "PodReadyToStartContainers", "Initialized")
+    ]
+    for kind in ("ContainersReady", "Ready"):
+        condition = {"type": kind, "status": str(ready), **when}
+        conditions.append(condition | ({} if ready else {"reason": "ContainersNotReady"}))
+    return conditions
+
+
+def _container(
+    image: str, state: dict[str, Any], *, ready: bool = False, restarts: int = 0, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": "server",
+        "image": image,
+        "imageID": "" if "waiting" in state else f"{image}@sha256:{'0' * 64}",
+        "ready": ready,
+        "started": "running" in state,
+        "restartCount": restarts,
+        "state": state,
+        **extra,
+    }
+
+
+def unschedulable(message: str) -> dict[str, Any]:
+    condition = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": None,
+        "lastTransitionTime": STARTED_AT,
+    }
+    return {"phase": "Pending", "conditions": [condition], "containerStatuses": []}
+
+
+def image_pull_failing(image: str, reason: str = "ImagePullBackOff") -> dict[str, Any]:
+    message = (
+        f'Back-off pulling image "{image}"'
+        if reason == "ImagePullBackOff"
+        else f'failed to pull and unpack image "{image}": not found'
+    )
+    waiting = {"waiting": {"reason": reason, "message": message}}
+    return {
+        "phase": "Pending",
+        "startTime": STARTED_AT,
+        "conditions": _scheduled_conditions(False),
+        "containerStatuses": [_container(image, waiting)],
+    }
+
+
+def crash_looping(
+    image: str,
+    *,
+    reason: str = "OOMKilled",
+    exit_code: int = 137,
+    restarts: int = 3,
+    message: str | None = None,
+    backing_off: bool = True,
+) -> dict[str, Any]:
+    """Between crashes the kubelet waits (CrashLoopBackOff), then runs the container again."""
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": reason,
+        "startedAt": STARTED_AT,
+        "finishedAt": "2026-01-01T00:01:10Z",
+    }
+    if message:
+        terminated["message"] = message
+    back_off = f"back-off 40s restarting failed container=server pod=x_y({restarts})"
+    state = (
+        {"waiting": {"reason": "CrashLoopBackOff", "message": back_off}}
+        if backing_off
+        else {"running": {"startedAt": "2026-01-01T00:02:00Z"}}
+    )
+    container = _container(image, state, restarts=restarts, lastState={"terminated": terminated})
+    return {
+        "phase": "Running",
+        "startTime": STARTED_AT,
+        "conditions": _scheduled_conditions(False),
+        "containerStatuses": [container],
+    }
+
+
+def starting(image: str, started_at: str) -> dict[str, Any]:
+    running = {"running": {"startedAt": started_at}}
+    return {
+        "phase": "Running",
+        "startTime": started_at,
+        "conditions": _scheduled_conditions(False),
+        "containerStatuses": [_container(image, running) | {"started": False}],
+    }
+
+
+def ready(image: str, started_at: str = STARTED_AT) -> dict[str, Any]:
+    running = {"running": {"startedAt": started_at}}
+    return {
+        "phase": "Running",
+        "startTime": started_at,
+        "conditions": _scheduled_conditions(True),
+        "containerStatuses": [_container(image, running, ready=True)],
+    }
+
+
 SECRETS = Resource("", "v1", "secrets")
 EVENTS = Resource("", "v1", "events")
 
@@ -119,6 +251,7 @@ _KINDS = {
     CERTIFICATES: "Certificate",
     SECRETS: "Secret",
     EVENTS: "Event",
+    PODS: "Pod",
 }
 _VERBS = {
     kmock.action.LIST: "list",
@@ -137,6 +270,31 @@ class ApiCall:
     resource: str
     subresource: str  # "" for the object itself
     namespace: str  # "" for cluster-wide requests
+
+
+def label_selector(selector: str | None) -> Callable[[dict[str, Any]], bool]:
+    """A Kubernetes label selector's equality and existence terms (`k=v`, `k==v`, `k!=v`, `k`,
+    `!k`, comma-joined) as a test of an object; set terms (`in`, `notin`) are not supported."""
+    terms = [term.strip() for term in (selector or "").split(",") if term.strip()]
+
+    def matches(obj: dict[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        for term in terms:
+            if "!=" in term:
+                key, value = term.split("!=", 1)
+                ok = labels.get(key) != value
+            elif "=" in term:
+                key, value = term.replace("==", "=").split("=", 1)
+                ok = labels.get(key) == value
+            elif term.startswith("!"):
+                ok = term[1:] not in labels
+            else:
+                ok = term in labels
+            if not ok:
+                return False
+        return True
+
+    return matches
 
 
 class ApiServerStandIn(kmock.KubernetesEmulator):
@@ -179,7 +337,9 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
                 uid=str(uuid.uuid4()),
                 generation=1,
                 resourceVersion=str(next(self._versions)),
-                creationTimestamp="2026-01-01T00:00:00Z",
+                creationTimestamp=datetime.datetime.now(datetime.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
             )
             if request.namespace:
                 meta.setdefault("namespace", request.namespace)
@@ -196,6 +356,18 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
         finally:
             if not self.record_requests:
                 self._requests.remove(request)
+
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        listing = await super()._serve_list(request)
+        wanted = label_selector(request.params.get("labelSelector"))
+        listing["items"] = [item for item in listing["items"] if wanted(item)]
+        return listing
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        wanted = label_selector(request.params.get("labelSelector"))
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or wanted(event.get("object") or {}):
+                yield event
 
     def _KubernetesEmulator__get_objs(  # kmock's name-mangled private method
         self, request: rendering.Request, strict: bool
@@ -236,7 +408,10 @@ class EmulatedCluster:
     def __init__(self, emulator: ApiServerStandIn, url: str, workdir: Path) -> None:
         self.emulator = emulator
         self.url = url
-        self.api = httpx.AsyncClient(base_url=url, headers={"User-Agent": TEST_USER_AGENT})
+        # httpx's 5 s default fails a benchmark's burst on a loaded, shared machine.
+        self.api = httpx.AsyncClient(
+            base_url=url, headers={"User-Agent": TEST_USER_AGENT}, timeout=60
+        )
         self._workdir = workdir
         self._operator: threading.Thread | None = None
         self._stop: threading.Event | None = None
@@ -396,7 +571,9 @@ async def emulated_cluster(
             kind=kind,
             namespaced=True,
             verbs=ALL_VERBS,
-            subresources={"status"} if resource in (RERANKERS, DEPLOYMENTS, AUTOSCALERS) else set(),
+            subresources={"status"}
+            if resource in (RERANKERS, DEPLOYMENTS, AUTOSCALERS, PODS)
+            else set(),
             shortnames={"rrs"} if resource == RERANKERS else set(),
         )
     emulator.resources["v1/namespaces"] = kmock.ResourceInfo(
@@ -425,8 +602,8 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     Creates (with a cache PVC, a ServiceMonitor, a cert-manager Certificate and a
     NetworkPolicy), updates (the cache grows, another issuer, other peers), turns
     autoscaling, the cache, monitoring, TLS and the network policy off (deletes),
-    puts back a deleted child, follows a Deployment's status, reports an invalid spec and a
-    missing Secret (Events, status), and deletes a RerankerService.
+    puts back a deleted child, follows a Deployment's status and a pod's, reports an invalid
+    spec and a missing Secret (Events, status), and deletes a RerankerService.
     """
     # Its own Secret name, so it can run where a test already made the default one.
     await cluster.create(SECRETS, namespace, jwt_secret("jwt"))
@@ -459,6 +636,12 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     await cluster.patch(
         DEPLOYMENTS, namespace, "full", {"status": {"replicas": 1, "readyReplicas": 1}}, "status"
     )
+    # A surge pod that finds no node: the pod watch puts it in the status.
+    pod = server_pod(live(DEPLOYMENTS), "full-5d8f7c9b4-x2x7q")
+    await cluster.create(
+        PODS, namespace, pod | {"status": unschedulable("0/1 nodes are available")}
+    )
+    await cluster.wait_until(lambda: reason("full") == "Unschedulable", "Unschedulable")
     await cluster.delete(SERVICES, namespace, "full")
     await cluster.wait_for_object(SERVICES, namespace, "full")
     await cluster.patch(SERVICES, namespace, "full", {"spec": {"type": "NodePort"}})

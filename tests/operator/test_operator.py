@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Any
 
 import kmock
+import pytest
 from tests.operator.conftest import NAMESPACE
 from tests.operator.harness import (
     AUTOSCALERS,
@@ -13,15 +15,23 @@ from tests.operator.harness import (
     DEPLOYMENTS,
     DISRUPTION_BUDGETS,
     EVENTS,
+    PODS,
     RERANKERS,
     SECRETS,
     SERVICE_MONITORS,
     SERVICES,
+    TEST_USER_AGENT,
     ApiCall,
     EmulatedCluster,
+    crash_looping,
     emulated_cluster,
     exercise_every_code_path,
+    image_pull_failing,
+    ready,
     reranker,
+    server_pod,
+    starting,
+    unschedulable,
 )
 
 CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS, SERVICE_MONITORS)
@@ -396,6 +406,7 @@ async def test_the_api_calls_the_operator_needs(cluster: EmulatedCluster) -> Non
         ("kuberank.io", "rerankerservices", "status"): {"patch"},
         ("", "secrets", ""): {"get"},
         ("", "events", ""): {"create"},
+        ("", "pods", ""): {"list", "watch"},
         ("apps", "deployments", ""): keep,
         ("", "services", ""): keep,
         ("policy", "poddisruptionbudgets", ""): keep,
@@ -427,3 +438,179 @@ async def test_the_cache_claim_only_grows(cluster: EmulatedCluster) -> None:
     )
     # A bound claim's class cannot change: it is not sent (the API server would refuse it).
     assert cluster.objects(CLAIMS, NAMESPACE)["ranker"]["spec"]["storageClassName"] == "fast"
+
+
+# ---- pods diagnosed in the status ---------------------------------------------------------
+POD = "ranker-7c9d8f6b5-q2x4z"
+SCHEDULER_SAYS = (
+    "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are "
+    "available: 4 No preemption victims found for incoming pod."
+)
+
+
+async def pod_of_a_new_service(cluster: EmulatedCluster) -> str:
+    """A RerankerService and one pod of its Deployment (the ReplicaSet's stand-in); its image."""
+    await created(cluster)
+    deployment = cluster.objects(DEPLOYMENTS, NAMESPACE)["ranker"]
+    await cluster.create(PODS, NAMESPACE, server_pod(deployment, POD))
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def set_pod_status(cluster: EmulatedCluster, status: dict[str, Any]) -> None:
+    await cluster.patch(PODS, NAMESPACE, POD, {"status": status}, "status")
+
+
+async def wait_for_reason(cluster: EmulatedCluster, reason: str, within: float = 5) -> None:
+    """ "Within one reconcile of the pod changing": seconds, not the Deployment's deadline."""
+    await cluster.wait_until(
+        lambda: condition(cluster, "Ready").get("reason") == reason,
+        f"Ready reason {reason}",
+        within,
+    )
+
+
+def now_rfc3339(seconds_ago: int = 0) -> str:
+    when = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+POD_PROBLEMS = {
+    "Unschedulable": (
+        lambda image: unschedulable(SCHEDULER_SAYS),
+        [
+            f"pod {POD} cannot be scheduled: {SCHEDULER_SAYS}",
+            "(it requests cpu: 4, memory: 16Gi, nvidia.com/gpu: 1)",
+        ],
+    ),
+    "ImagePullFailed": (
+        image_pull_failing,
+        [
+            f"pod {POD} cannot pull image {{image}}: ImagePullBackOff: Back-off pulling image "
+            '"{image}"; check spec.image'
+        ],
+    ),
+    "CrashLooping": (
+        lambda image: crash_looping(image, message="torch.OutOfMemoryError: CUDA out of memory"),
+        [
+            f"container server of pod {POD} keeps crashing (3 restarts)",
+            "last exit: OOMKilled, exit code 137",
+            "out of memory at its limit of 16Gi: raise spec.resources.memory, or lower "
+            "spec.model.maxModelLen or spec.engine.maxNumSeqs",
+            "its last message: torch.OutOfMemoryError: CUDA out of memory",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(POD_PROBLEMS))
+async def test_a_pod_problem_is_degraded_with_its_cause_and_clears_when_the_pod_recovers(
+    cluster: EmulatedCluster, reason: str
+) -> None:
+    image = await pod_of_a_new_service(cluster)
+    make_status, phrases = POD_PROBLEMS[reason]
+    await set_pod_status(cluster, make_status(image))
+    await wait_for_reason(cluster, reason)
+    ready_condition, degraded = condition(cluster, "Ready"), condition(cluster, "Degraded")
+    assert ready_condition["status"] == "False"
+    assert ready_condition["message"] == f"0/1 replicas ready; {degraded['message']}"
+    assert (degraded["status"], degraded["reason"]) == ("True", reason)
+    for phrase in phrases:
+        assert phrase.format(image=image) in degraded["message"]
+    assert degraded["observedGeneration"] == 1 and degraded["lastTransitionTime"]
+    await cluster.wait_until(
+        lambda: ("Warning", reason, degraded["message"]) in events(cluster), f"{reason} Event"
+    )
+    # The pod recovers (a node with a free GPU came, the image was fixed...): Ready again, as
+    # soon as the pod says so (the Deployment's status follows later).
+    await set_pod_status(cluster, ready(image))
+    await wait_for_reason(cluster, "ReplicasReady")
+    assert condition(cluster, "Ready")["status"] == "True"
+    assert condition(cluster, "Degraded")["status"] == "False"
+    await cluster.wait_until(
+        lambda: ("Normal", "Recovered", f"{reason} resolved") in events(cluster), "Recovered"
+    )
+    await cluster.wait_until(
+        lambda: ("Normal", "ReplicasReady", "1/1 replicas ready") in events(cluster), "Event"
+    )
+
+
+async def test_a_starting_pod_says_how_long_it_has_been_starting(cluster: EmulatedCluster) -> None:
+    image = await pod_of_a_new_service(cluster)
+    # Created and not scheduled yet, it is already starting; then it runs, not ready yet.
+    await wait_for_reason(cluster, "Starting")
+    assert "(waiting for a node)" in condition(cluster, "Ready")["message"]
+    await set_pod_status(cluster, starting(image, now_rfc3339(seconds_ago=125)))
+    await cluster.wait_until(
+        lambda: "(running, not ready yet)" in condition(cluster, "Ready")["message"], "running", 5
+    )
+    message = condition(cluster, "Ready")["message"]
+    assert message.startswith(f"0/1 replicas ready; pod {POD} starting for 2m0")
+    assert "(running, not ready yet); a first start downloads the model weights" in message
+    assert condition(cluster, "Degraded")["status"] == "False"  # starting is no problem
+    # One Event for the transition to Starting, not one per message.
+    await settle(cluster)
+    starting_events = [e for e in events(cluster) if e[1] == "Starting"]
+    assert len(starting_events) == 1 and "(waiting for a node)" in starting_events[0][2]
+    await set_pod_status(cluster, ready(image))
+    await wait_for_reason(cluster, "ReplicasReady")
+    await cluster.wait_until(
+        lambda: ("Normal", "ReplicasReady", "1/1 replicas ready") in events(cluster), "Event"
+    )
+
+
+async def test_unchanged_pods_post_no_events_and_write_no_status(cluster: EmulatedCluster) -> None:
+    image = await pod_of_a_new_service(cluster)
+    await set_pod_status(cluster, crash_looping(image, restarts=1))
+    await wait_for_reason(cluster, "CrashLooping")
+    await settle(cluster)
+    posted = len(events(cluster))
+    # Changes to the pod that the status does not show: no status write, no Event.
+    mark = cluster.request_count()
+    for index in range(10):
+        await cluster.patch(
+            PODS, NAMESPACE, POD, {"metadata": {"annotations": {"touched": str(index)}}}
+        )
+        await set_pod_status(cluster, crash_looping(image, restarts=1))
+    await settle(cluster)
+    assert [c for c in cluster.calls(mark) if c.resource in ("rerankerservices", "events")] == []
+    # The kubelet restarts it ten more times, running it between back-offs: the status follows
+    # the restart count, but the condition does not change, so no Event either.
+    for restarts in range(2, 12):
+        await set_pod_status(cluster, crash_looping(image, restarts=restarts, backing_off=False))
+        await set_pod_status(cluster, crash_looping(image, restarts=restarts))
+    await cluster.wait_until(
+        lambda: "(11 restarts)" in condition(cluster, "Degraded").get("message", ""), "restarts"
+    )
+    await settle(cluster)
+    assert len(events(cluster)) == posted
+    assert condition(cluster, "Ready")["reason"] == "CrashLooping"
+
+
+async def test_only_the_server_pods_are_watched(cluster: EmulatedCluster) -> None:
+    await created(cluster)
+    other = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ranker-lookalike",
+            "labels": {"app.kubernetes.io/instance": "ranker"},
+        },
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        "status": unschedulable("0/1 nodes are available"),
+    }
+    mark = cluster.request_count()
+    await cluster.create(PODS, NAMESPACE, other)
+    await settle(cluster)
+    assert cluster.calls(mark) == []  # not even sent to the operator
+    assert condition(cluster, "Ready")["reason"] == "NoReplicasReady"
+    selectors = {
+        request.params.get("labelSelector")
+        for request in cluster.emulator
+        if request.resource is not None
+        and request.resource.plural == "pods"
+        and request.headers.get("User-Agent") != TEST_USER_AGENT
+    }
+    assert selectors == {
+        "app.kubernetes.io/name=kuberank-server,app.kubernetes.io/managed-by=kuberank-operator,"
+        "app.kubernetes.io/instance"
+    }

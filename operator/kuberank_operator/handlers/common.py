@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +17,13 @@ from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.kube import KubeClient, Resource
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import RerankerSpec
-from kuberank_operator.status import Problem, compute_status, condition_of, degraded_only
+from kuberank_operator.status import (
+    PodReport,
+    Problem,
+    compute_status,
+    degraded_only,
+    transitions,
+)
 
 RERANKER_SERVICES = Resource(API_GROUP, API_VERSION, PLURAL)
 MAX_BACKOFF_SECONDS = 300.0
@@ -62,23 +69,6 @@ async def missing_secrets(client: KubeClient, namespace: str, spec: RerankerSpec
     return None
 
 
-def _events_for(body: kopf.Body, before: dict[str, Any], after: dict[str, Any]) -> None:
-    old_degraded, new_degraded = condition_of(before, "Degraded"), condition_of(after, "Degraded")
-    if new_degraded.get("status") == "True" and (
-        old_degraded.get("status") != "True"
-        or old_degraded.get("message") != new_degraded.get("message")
-    ):
-        kopf.event(
-            body, type="Warning", reason=new_degraded["reason"], message=new_degraded["message"]
-        )
-    elif old_degraded.get("status") == "True" and new_degraded.get("status") == "False":
-        kopf.event(body, type="Normal", reason="Recovered", message="the problem is gone")
-    old_ready, new_ready = condition_of(before, "Ready"), condition_of(after, "Ready")
-    if new_ready and new_ready.get("status") != old_ready.get("status", "False"):
-        kind = "Normal" if new_ready["status"] == "True" else "Warning"
-        kopf.event(body, type=kind, reason=new_ready["reason"], message=new_ready["message"])
-
-
 def previous_status(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
     """The status as we last wrote it; the body a handler got may predate our last write."""
     owner = owner_of(body)
@@ -95,7 +85,8 @@ async def write_status(runtime: Runtime, body: kopf.Body, status: dict[str, Any]
         RERANKER_SERVICES, owner.namespace, owner.name, {"status": status}, "status"
     )
     runtime.statuses[owner.namespace, owner.name] = {**before, **status}
-    _events_for(body, before, status)
+    for event in transitions(before, status):
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 async def report_problem(runtime: Runtime, body: kopf.Body, problem: Problem) -> None:
@@ -104,14 +95,26 @@ async def report_problem(runtime: Runtime, body: kopf.Body, problem: Problem) ->
     await write_status(runtime, body, degraded_only(previous, problem, generation))
 
 
+def pods_of(
+    index: kopf.Index[tuple[str | None, str], PodReport], namespace: str, name: str
+) -> tuple[PodReport, ...]:
+    """The reports of a RerankerService's pods (from the pod index), in a stable order."""
+    return tuple(sorted(index.get((namespace, name), []), key=lambda pod: pod.name))
+
+
 async def publish_status(
     runtime: Runtime,
     body: kopf.Body,
     spec: RerankerSpec,
     children: Mapping[ChildKind, dict[str, Any] | None],
+    pods: tuple[PodReport, ...],
     problem: Problem | None = None,
 ) -> None:
     owner = owner_of(body)
+    key = (owner.namespace, owner.name)
+    # What a pod event needs to recompute the status without reading the children again.
+    runtime.status_children[key] = {kind: children.get(kind) for kind in (DEPLOYMENT, AUTOSCALER)}
+    runtime.status_pods[key] = pods
     status = compute_status(
         previous=previous_status(runtime, body),
         generation=body["metadata"].get("generation"),
@@ -121,5 +124,7 @@ async def publish_status(
         deployment=children.get(DEPLOYMENT),
         autoscaler=children.get(AUTOSCALER),
         problem=problem,
+        pods=pods,
+        now=datetime.datetime.now(datetime.UTC),
     )
     await write_status(runtime, body, status)

@@ -9,10 +9,11 @@ import kopf
 from kuberank_contract import LABEL_INSTANCE
 from kuberank_operator.apply import ForeignChildError, converge, is_owned_by
 from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind, desired_children
-from kuberank_operator.handlers.common import announce, owner_of, publish_status
+from kuberank_operator.handlers.common import announce, owner_of, pods_of, publish_status
 from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, parse_spec
+from kuberank_operator.status import PodReport
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ async def on_child_event(
     event_type: str | None,
     child: kopf.Body,
     parents: kopf.Index[tuple[str | None, str], kopf.Body],
+    pod_index: kopf.Index[tuple[str | None, str], PodReport],
 ) -> None:
     meta = child.get("metadata", {})
     namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(LABEL_INSTANCE)
@@ -55,7 +57,8 @@ async def on_child_event(
                     children[other] = await runtime.client.get(
                         other.resource, namespace, parent_name
                     )
-                await publish_status(runtime, parent, spec, children)
+                pods = pods_of(pod_index, namespace, parent_name)
+                await publish_status(runtime, parent, spec, children, pods)
         except (ApiError, ForeignChildError) as exc:
             # Child events are not retried; the periodic resync of the parent puts it right.
             logger.warning(

@@ -18,13 +18,14 @@ from kuberank_operator.handlers.common import (
     backoff_seconds,
     missing_secrets,
     owner_of,
+    pods_of,
     publish_status,
     report_problem,
 )
 from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, parse_spec
-from kuberank_operator.status import Problem
+from kuberank_operator.status import PodReport, Problem
 
 CERT_MANAGER_MISSING = (
     "spec.tls.issuerRef needs cert-manager, but this cluster does not serve its API "
@@ -33,7 +34,12 @@ CERT_MANAGER_MISSING = (
 )
 
 
-async def reconcile(runtime: Runtime, body: kopf.Body, retry: int) -> None:
+async def reconcile(
+    runtime: Runtime,
+    body: kopf.Body,
+    retry: int,
+    pod_index: kopf.Index[tuple[str | None, str], PodReport],
+) -> None:
     owner = owner_of(body)
     client = runtime.client
     async with runtime.lock(owner.namespace, owner.name):
@@ -67,7 +73,8 @@ async def reconcile(runtime: Runtime, body: kopf.Body, retry: int) -> None:
                     client, kind, owner.namespace, owner.name, manifest, live, owner.uid
                 )
                 announce(body, kind, owner.name, outcome)
-            await publish_status(runtime, body, spec, children)
+            pods = pods_of(pod_index, owner.namespace, owner.name)
+            await publish_status(runtime, body, spec, children, pods)
         except ForeignChildError as exc:
             await report_problem(runtime, body, Problem("NameConflict", str(exc)))
             raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from None
