@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
-from tests.server.harness import serving
+from tests.server.harness import server_settings, serving
 
 from kuberank_server import startup
 from kuberank_server.dev_mode import quiet_engine_logs
@@ -75,3 +77,29 @@ def test_dev_quiets_vllm_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")
     quiet_engine_logs()
     assert os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+
+
+def test_the_compile_cache_fix_is_a_vllm_plugin() -> None:
+    plugins = {plugin.name: plugin.value for plugin in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("kuberank_compile_cache") == "kuberank_server.engine.vllm_plugin:register", (
+        "the installed kuberank package lacks its vLLM plugin entry point: run `make setup`"
+    )
+
+
+@pytest.mark.engine
+async def test_a_second_start_loads_the_compile_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two engine starts on one compile cache directory: the first compiles and saves, the
+    second loads (vLLM's engine processes log to the stderr they inherit)."""
+    monkeypatch.setenv("VLLM_CACHE_ROOT", "unused")  # restored after the test
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
+    outputs = []
+    for _ in ("cold", "warm"):
+        scorer = await Scorer.start(server_settings(compile_cache_dir=tmp_path))
+        scorer.shutdown()
+        outputs.append(capfd.readouterr().err)
+    cold, warm = outputs
+    assert "saved AOT compiled function" in cold
+    assert "Directly load AOT compilation" in warm
+    assert "Compiling model again" not in warm
