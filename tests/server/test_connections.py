@@ -154,7 +154,7 @@ async def test_every_response_closes_its_connection_while_draining(
         many = {"query": SEED_QUERY, "documents": SEED_DOCUMENTS * 32}
         in_flight = asyncio.create_task(client.post("/v1/rerank", json=many))
         async with asyncio.timeout(30):
-            while app.state.admission.in_flight == 0:  # noqa: ASYNC110 (admitted, scoring)
+            while app.state.concurrency_limiter.in_flight == 0:  # noqa: ASYNC110 (admitted, scoring)
                 await asyncio.sleep(0.001)
         app.state.lifecycle.begin_drain()
         finished = await in_flight
