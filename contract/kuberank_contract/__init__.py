@@ -69,6 +69,29 @@ class RequestLimits(BaseModel):
     )
 
 
+class ConnectionRecycling(BaseModel):
+    """When the server asks a keep-alive client to reconnect (`Connection: close` on a response,
+    never cutting a request), so that pooled callers spread over new replicas.
+
+    The same fields are the server's settings (`KUBERANK_MAX_REQUESTS_PER_CONNECTION`, ...) and
+    the CR's `spec.traffic` (camelCase), so a bound or default is written here alone.
+    """
+
+    max_requests_per_connection: int = Field(
+        1000,
+        ge=0,
+        description="Requests answered on one keep-alive connection before the server closes it"
+        " (the last response carries Connection: close), so that pooled clients reconnect and"
+        " reach new replicas; 0 never closes a connection for its request count.",
+    )
+    max_connection_age_seconds: int = Field(
+        60,
+        ge=0,
+        description="Seconds after which a keep-alive connection is closed after its next"
+        " response; 0 never closes a connection for its age.",
+    )
+
+
 # --- how settings travel from the operator to the server -----------------------------------
 ENV_PREFIX: Final = "KUBERANK_"
 

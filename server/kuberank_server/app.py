@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from kuberank_server import __version__
 from kuberank_server.auth import Authenticator
+from kuberank_server.connections import ConnectionRecycler, RecycleConnections
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.errors import NotReadyError, error_response, install_error_handlers
@@ -26,6 +27,7 @@ from kuberank_server.middleware import BodyGuard, RequestObserver
 from kuberank_server.rerank.api_router import router as rerank_router
 from kuberank_server.rerank.serving import RerankScoring, new_request_id
 from kuberank_server.settings import ServerSettings
+from kuberank_server.startup import StartupPhases
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,19 @@ def create_app(
     app.state.concurrency_limiter = ConcurrencyLimiter(
         settings.max_concurrent_requests, settings.max_queued_requests, metrics
     )
+    # uvicorn must serve with `connection_recycler.protocol()` for recycling to apply.
+    app.state.connection_recycler = ConnectionRecycler(
+        settings, metrics, draining=lambda: lifecycle.state == "draining"
+    )
     install_error_handlers(app)
     app.include_router(rerank_router)
     _add_probes(app, lifecycle)
     # Outermost last: the observer sees (and counts) the guard's 413/415 answers too.
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestObserver, metrics=metrics, lifecycle=lifecycle)
+    app.add_middleware(
+        RequestObserver, metrics=metrics, lifecycle=lifecycle, log_probes=settings.log_probes
+    )
+    app.add_middleware(RecycleConnections, recycler=app.state.connection_recycler)
     return app
 
 
@@ -114,9 +123,10 @@ async def _start_serving(
     on_engine_failure: Callable[[], None] | None,
 ) -> None:
     lifecycle: Lifecycle = app.state.lifecycle
+    phases = StartupPhases(app.state.metrics)
     if scorer is None:
         try:
-            scorer = await Scorer.start(settings)
+            scorer = await Scorer.start(settings, phases)
         except Exception as error:
             log.exception("the vLLM engine failed to start")
             lifecycle.mark_failed(f"the engine failed to start: {error}")
@@ -129,16 +139,18 @@ async def _start_serving(
     )
     if not settings.golden_query_check:
         log.warning("golden query check is off: ready as soon as the engine is")
+        phases.finish()
         lifecycle.mark_ready()
         return
     try:
-        scores = await scorer.score(
-            GOLDEN_QUERY,
-            GOLDEN_DOCUMENTS,
-            instruction=settings.instruction,
-            limits=TokenLimits(settings.max_query_tokens, settings.max_document_tokens, True),
-            request_id=new_request_id("golden"),
-        )
+        async with phases.phase("golden_query", "checking the golden query"):
+            scores = await scorer.score(
+                GOLDEN_QUERY,
+                GOLDEN_DOCUMENTS,
+                instruction=settings.instruction,
+                limits=TokenLimits(settings.max_query_tokens, settings.max_document_tokens, True),
+                request_id=new_request_id("golden"),
+            )
     except Exception as error:
         log.exception("golden query failed with an error; staying not ready")
         lifecycle.mark_failed(f"the golden query failed: {error}")
@@ -151,5 +163,6 @@ async def _start_serving(
         )  # fmt: skip
         lifecycle.mark_failed("the golden query did not rank its relevant document first")
         return
-    log.info("golden query passed (scores %s): ready", scores.relevance)
+    log.info("golden query passed (scores %s)", scores.relevance)
+    phases.finish()
     lifecycle.mark_ready()

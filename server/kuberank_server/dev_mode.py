@@ -4,6 +4,7 @@ and a ready-to-paste curl with a fresh token printed once the server is ready.""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import threading
@@ -20,6 +21,13 @@ from kuberank_server.settings import ServerSettings
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
 _DEV_READY_TIMEOUT_SECONDS = 600
 PUBLIC_KEYS_ONLY = "<a token from your issuer: this server verifies public keys only>"
+
+
+def quiet_engine_logs() -> None:
+    """vLLM's own logs (about 200 lines per start) only for errors, unless VLLM_LOGGING_LEVEL
+    asks otherwise: the start-up phases (`kuberank_server.startup`) say what happens. Set
+    before vLLM is imported; its engine processes inherit it."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def dev_settings(settings: ServerSettings) -> ServerSettings:

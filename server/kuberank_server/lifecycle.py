@@ -76,6 +76,9 @@ class ConcurrencyLimiter:
         self.waiting = 0
         self._slots = asyncio.Semaphore(max_concurrent)
         self._metrics = metrics
+        # Queued or scoring, read at scrape time: rises with concurrent callers long before
+        # the queue forms (vLLM queues inside, so `waiting` stays 0 until every slot is taken).
+        metrics.requests_in_progress.set_function(lambda: self.in_flight + self.waiting)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

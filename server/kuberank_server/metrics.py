@@ -57,6 +57,24 @@ class ServerMetrics:
         self.requests_waiting = Gauge(
             "kuberank_requests_waiting", "requests queued for a scoring slot", registry=r
         )
+        self.requests_in_progress = Gauge(
+            "kuberank_requests_in_progress",
+            "requests accepted and not yet answered (queued for a slot or being scored):"
+            " the HPA's per-pod concurrency metric",
+            registry=r,
+        )
+        self.connections_recycled_total = Counter(
+            "kuberank_connections_recycled_total",
+            "keep-alive connections closed by a `Connection: close` response (request count,"
+            " age, or drain)",
+            registry=r,
+        )
+        self.startup_seconds = Gauge(
+            "kuberank_startup_seconds",
+            "duration of each start-up phase of this process",
+            ["phase"],
+            registry=r,
+        )
         self.auth_failures_total = Counter(
             "kuberank_auth_failures_total", "rejected tokens by reason", ["reason"], registry=r
         )

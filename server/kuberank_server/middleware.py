@@ -1,7 +1,7 @@
 """Pure ASGI middleware (no per-request task or body copy beyond what each one needs).
 
-- `RequestObserver`: request id, per-route metrics, one JSON log line per request, and the
-  count of accepted requests that a drain waits for.
+- `RequestObserver`: request id, per-route metrics, one JSON log line per request (probes
+  only with `log_probes`), and the count of accepted requests that a drain waits for.
 - `BodyGuard`: 415 for a body that is not JSON, 413 for one over `max_body_bytes`, both
   before a byte of it is parsed.
 """
@@ -28,14 +28,19 @@ from kuberank_server.metrics import ServerMetrics
 request_log = logging.getLogger("kuberank_server.requests")
 
 REQUEST_ID_HEADER = "x-request-id"
+# Kubelet probes arrive every few seconds per pod: logged only when `log_probes` asks.
+PROBE_PATHS = frozenset({"/health", "/ready"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: ServerMetrics, lifecycle: Lifecycle, log_probes: bool
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.lifecycle = lifecycle
+        self.log_probes = log_probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,7 +70,9 @@ class RequestObserver:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests_total.labels(route=route, code=str(status)).inc()
             self.metrics.request_duration_seconds.labels(route=route).observe(elapsed)
-            if request_log.isEnabledFor(logging.INFO):
+            if request_log.isEnabledFor(logging.INFO) and (
+                self.log_probes or scope["path"] not in PROBE_PATHS
+            ):
                 request_log.info(
                     json.dumps(
                         {

@@ -18,7 +18,7 @@ import uvicorn
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from kuberank_server.dev_mode import dev_settings, print_dev_curl_when_ready
+from kuberank_server.dev_mode import dev_settings, print_dev_curl_when_ready, quiet_engine_logs
 from kuberank_server.lifecycle import DrainingServer, write_termination_message
 from kuberank_server.logging_setup import configure_logging
 from kuberank_server.metrics import ServerMetrics, combined_registry
@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"kuberank-server serve: invalid settings:\n{error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level)
+    if args.dev:
+        quiet_engine_logs()
 
     from kuberank_server.app import create_app
     from kuberank_server.auth import AuthConfigurationError
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,  # our own JSON line per request replaces it
         timeout_graceful_shutdown=1,  # the drain already waited for accepted requests
+        http=app.state.connection_recycler.protocol(),
         **tls_options,
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout_seconds)

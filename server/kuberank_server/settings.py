@@ -25,6 +25,7 @@ from kuberank_contract import (
     HTTP_PORT,
     METRICS_PORT,
     AuthMode,
+    ConnectionRecycling,
     Dtype,
     ModelKind,
     Parallelism,
@@ -32,7 +33,7 @@ from kuberank_contract import (
 )
 
 
-class ServerSettings(BaseSettings, RequestLimits):
+class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- model and engine -------------------------------------------------------------------
@@ -119,6 +120,17 @@ class ServerSettings(BaseSettings, RequestLimits):
 
     # --- limits (the shared ones come from RequestLimits) -------------------------------------
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    # --- autoscaling: start-up and probe logging (connection recycling: ConnectionRecycling) --
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="where vLLM keeps its torch.compile cache (sets VLLM_CACHE_ROOT before the"
+        " engine starts); on a volume shared by the replicas, a second start skips compiling."
+        " Unset keeps vLLM's default (VLLM_CACHE_ROOT, else ~/.cache/vllm)",
+    )
+    log_probes: bool = Field(
+        False, description="log /health and /ready requests in the request log too"
+    )
 
     # --- lifecycle --------------------------------------------------------------------------
     drain_timeout_seconds: float = Field(

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
+from tests.support import free_port
 
 from kuberank_server.app import create_app
 from kuberank_server.auth.tokens import mint_token
@@ -57,6 +59,32 @@ async def serving(
             timeout=120,
         ) as client:  # fmt: skip
             yield app, client
+
+
+@asynccontextmanager
+async def serving_over_tcp(scorer: Scorer, **overrides: Any) -> AsyncIterator[tuple[FastAPI, str]]:
+    """An app over `scorer` on real uvicorn on loopback, in this event loop, with the protocol
+    `serve` uses (connection recycling needs real TCP connections), ready; and its URL."""
+    app = create_app(server_settings(**overrides), scorer=scorer)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        http=app.state.connection_recycler.protocol(),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(60):
+            while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, no event)
+                await asyncio.sleep(0.01)
+        await wait_out_startup(app)
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def wait_out_startup(app: FastAPI, timeout_seconds: float = 60) -> None:

@@ -30,6 +30,9 @@ DESIGN_METRICS = (
     "kuberank_requests_waiting",
     "kuberank_auth_failures_total",
     "kuberank_truncated_documents_total",
+    "kuberank_requests_in_progress",
+    "kuberank_connections_recycled_total",
+    "kuberank_startup_seconds",
 )
 
 
@@ -58,6 +61,8 @@ def test_metrics_port_has_design_and_vllm_metrics(live_server: LiveServer) -> No
         assert f"# TYPE {name} " in text, name
     assert 'kuberank_requests_total{code="200",route="/v1/rerank"}' in text
     assert 'kuberank_auth_failures_total{reason="missing_token"}' in text
+    for phase in ("engine", "golden_query", "total"):
+        assert f'kuberank_startup_seconds{{phase="{phase}"}}' in text, phase
     assert "vllm:num_requests_waiting{" in text
     assert "vllm:num_requests_running{" in text
     # The API port does not serve metrics, and the metrics port needs no token.

@@ -14,6 +14,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kuberank_server.engine.kinds import (
@@ -35,6 +36,7 @@ from kuberank_server.engine.prompts import (
 )
 from kuberank_server.errors import KuberankError
 from kuberank_server.settings import ServerSettings
+from kuberank_server.startup import StartupPhases, use_compile_cache
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_DTYPE = "float32"
 EMBEDDED_MAX_MODEL_LEN = 256
 EMBEDDED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+HUB_DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 # Below this much text, tokenizing takes about a millisecond: cheaper than a thread hop.
 INLINE_TOKENIZATION_CHARACTERS = 64 * 1024
 # Keeps logit(p) finite for probabilities that round to exactly 0 or 1.
@@ -64,6 +67,11 @@ class ModelChoice:
     kind: ResolvedKind
     embedded: bool
 
+    @property
+    def from_hub(self) -> bool:
+        """A Hugging Face id, not the embedded model or a local folder."""
+        return not self.embedded and not Path(self.path).exists()
+
 
 def choose_model(settings: ServerSettings) -> ModelChoice:
     # Naming the embedded model by its hub id (as the CPU sample RerankerService must, since
@@ -79,6 +87,14 @@ def choose_model(settings: ServerSettings) -> ModelChoice:
         kind=resolve_model_kind(path, settings.model_kind, settings.revision),
         embedded=embedded,
     )
+
+
+def download_model(repo_id: str, revision: str | None) -> None:
+    """Config, tokenizer and safetensors weights into the Hugging Face cache, where vLLM
+    then finds them (a repo with only `.bin` weights has those fetched by vLLM itself)."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(repo_id, revision=revision, allow_patterns=HUB_DOWNLOAD_PATTERNS)
 
 
 def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
@@ -175,18 +191,21 @@ class Scorer:
         )
 
     @classmethod
-    async def start(cls, settings: ServerSettings) -> Scorer:
+    async def start(cls, settings: ServerSettings, phases: StartupPhases | None = None) -> Scorer:
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        phases = phases or StartupPhases()
+        use_compile_cache(settings.compile_cache_dir)
         choice = choose_model(settings)
         check_parallelism(settings, choice)
-        log.info(
-            "starting vLLM engine: model %s, kind %s, %s",
-            choice.path, choice.kind, _devices(settings),
-        )  # fmt: skip
+        if choice.from_hub:
+            async with phases.phase("download", f"downloading {choice.path} from the hub"):
+                await asyncio.to_thread(download_model, choice.path, settings.revision)
         engine_args = build_engine_args(settings, choice)
-        # Engine start-up loads weights and compiles: seconds of blocking work off the loop.
-        engine = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
+        doing = f"starting the vLLM engine ({choice.path}, {choice.kind}, {_devices(settings)})"
+        async with phases.phase("engine", doing):
+            # Weights, compilation, warm-up: seconds of blocking work, off the event loop.
+            engine = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
         return cls(engine, choice, engine.model_config.max_model_len)
 
     @property
