@@ -37,6 +37,8 @@ class TokenLimits:
     max_query_tokens: int
     max_document_tokens: int
     truncate: bool
+    # Tokens of the whole request after truncation (`PreparedInputs.prompt_tokens`).
+    max_request_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,16 @@ class PreparedInputs:
     def prompt_tokens(self) -> int:
         query_tokens = len(self.query.token_ids) if self.query else 0
         return query_tokens + sum(len(item.token_ids) for item in self.documents)
+
+
+def check_request_tokens(prompt_tokens: int, limit: int | None, param: str) -> None:
+    """413 for a request whose truncated inputs exceed the per-request token budget."""
+    if limit is not None and prompt_tokens > limit:
+        raise PayloadTooLargeError(
+            f"the request has {prompt_tokens} tokens after truncation (the query and every "
+            f"document, as sent to the model); the limit per request is {limit}",
+            param=param,
+        )
 
 
 class PromptBuilder(ABC):
