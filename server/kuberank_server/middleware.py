@@ -30,6 +30,7 @@ from kuberank_server.errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
+from kuberank_server.heap import LARGE_BODY_BYTES, trim_soon
 from kuberank_server.lifecycle import Lifecycle
 from kuberank_server.metrics import ServerMetrics
 
@@ -156,6 +157,9 @@ class BodyGuard:
             return await receive()  # after the body: wait for the disconnect, as Starlette does
 
         await self.app(scope, replay, send)
+        if len(body) >= LARGE_BODY_BYTES:
+            body = b""  # the last reference (the replay closure shares it): freed before the trim
+            trim_soon()
 
     def _route_taking(self, scope: Scope) -> Any:
         """The route this method and path go to, if any (else the router answers 404/405)."""

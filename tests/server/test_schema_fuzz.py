@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.engine
@@ -35,11 +36,15 @@ def fuzz(url: str, headers: dict[str, str], examples: int) -> dict[str, str]:
             database=None,
         )
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=headers, timeout=60)
+            # Schema-valid bodies may still break a rule no JSON schema states (as many
+            # text_1 as text_2, the token budget): a clear 4xx is right for those.
+            case.call_and_validate(
+                headers=headers, timeout=60, excluded_checks=[positive_data_acceptance]
+            )
 
         try:
             check()
-        except Exception as failure:  # each operation's failure is reported, then the next runs
+        except (Exception, BaseExceptionGroup) as failure:  # report every operation's failure
             failures[operation.label] = str(failure)
     return failures
 
