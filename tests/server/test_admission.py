@@ -7,11 +7,13 @@ import asyncio
 import math
 import re
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from tests.server.harness import SEED_DOCUMENTS, SEED_QUERY, error_of, serving
 
+from kuberank_server import queue_wait
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.queue_wait import QueueWaitEstimator
 
@@ -102,7 +104,7 @@ def test_estimate_is_zero_with_a_free_slot_then_grows_with_the_queue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(queue_wait, "time", SimpleNamespace(monotonic=lambda: now[0]))
     estimator = QueueWaitEstimator(concurrency=2)
     first = estimator.started()
     assert estimator.expected_wait(queued_ahead=0) == 0  # one slot still free
