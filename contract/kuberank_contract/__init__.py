@@ -46,6 +46,14 @@ DEFAULT_JWT_ALGORITHMS: Final[tuple[JwtAlgorithm, ...]] = ("HS256",)
 DEFAULT_REQUIRED_SCOPES: Final = ("rerank",)
 
 
+# One request's tokens: 128 documents of 1,024 tokens, or 1,000 of 131. The bound keeps the
+# worst request a pod accepts to seconds of GPU work (minutes of CPU on the CPU build).
+DEFAULT_MAX_REQUEST_TOKENS: Final = 131_072
+# Clients time out at 30 s (README): a request expected to wait longer than this for a slot
+# would leave too little of that for scoring, so it is told at once when to come back.
+DEFAULT_MAX_QUEUE_WAIT_SECONDS: Final = 10.0
+
+
 class RequestLimits(BaseModel):
     """Bounds on each request and on the load one pod accepts.
 
@@ -58,6 +66,13 @@ class RequestLimits(BaseModel):
     )
     max_document_tokens: int = Field(4096, ge=1, description="Most tokens of one document.")
     max_query_tokens: int = Field(2048, ge=1, description="Most tokens of the query.")
+    max_request_tokens: int = Field(
+        DEFAULT_MAX_REQUEST_TOKENS,
+        ge=1,
+        description="Most tokens one request may send to the model, after truncation: the "
+        "query and every document, as counted in usage.prompt_tokens (pair models repeat the "
+        "query with each document). Past it the request is refused with 413.",
+    )
     truncate: bool = Field(
         True, description="Truncate inputs over the token limits; false rejects them with 413."
     )
@@ -66,6 +81,13 @@ class RequestLimits(BaseModel):
         256,
         ge=0,
         description="Requests one pod queues beyond those; more are answered 429 with Retry-After.",
+    )
+    max_queue_wait_seconds: float = Field(
+        DEFAULT_MAX_QUEUE_WAIT_SECONDS,
+        gt=0,
+        description="Longest expected wait for a scoring slot, estimated from the queue ahead "
+        "and the recent time per request; a request that would wait longer is answered 429 "
+        "at once, with that estimate in Retry-After.",
     )
 
 

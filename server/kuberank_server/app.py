@@ -20,7 +20,12 @@ from kuberank_server.auth import Authenticator
 from kuberank_server.connections import ConnectionRecycler, RecycleConnections
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.errors import NotReadyError, error_response, install_error_handlers
+from kuberank_server.errors import (
+    NotReadyError,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from kuberank_server.lifecycle import ConcurrencyLimiter, Lifecycle
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.middleware import BodyGuard, RequestObserver
@@ -70,13 +75,18 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Every rerank dialect (Jina, vLLM, Cohere v2, TEI, NIM) over vLLM.",
+        # Starlette's trailing-slash redirect builds its Location from the Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.authenticator = authenticator
     app.state.concurrency_limiter = ConcurrencyLimiter(
-        settings.max_concurrent_requests, settings.max_queued_requests, metrics
+        settings.max_concurrent_requests,
+        settings.max_queued_requests,
+        metrics,
+        max_wait_seconds=settings.max_queue_wait_seconds,
     )
     # uvicorn must serve with `connection_recycler.protocol()` for recycling to apply.
     app.state.connection_recycler = ConnectionRecycler(
@@ -86,7 +96,13 @@ def create_app(
     app.include_router(rerank_router)
     _add_probes(app, lifecycle)
     # Outermost last: the observer sees (and counts) the guard's 413/415 answers too.
-    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuard,
+        router=app.router,
+        lifecycle=lifecycle,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(
         RequestObserver, metrics=metrics, lifecycle=lifecycle, log_probes=settings.log_probes
     )
@@ -99,14 +115,14 @@ def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
         scoring: RerankScoring | None = getattr(app.state, "rerank_scoring", None)
         return scoring is not None and scoring.scorer.engine.errored
 
-    @app.get("/health", tags=["probes"], responses={503: {"description": "engine dead"}})
+    @app.get("/health", tags=["probes"], responses=error_responses(503))
     async def health() -> Any:
         """Liveness: the process serves HTTP and its engine, once started, is alive."""
         if engine_dead():
             return error_response(NotReadyError("the vLLM engine has died"))
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["probes"], responses={503: {"description": "not ready"}})
+    @app.get("/ready", tags=["probes"], responses=error_responses(503))
     async def ready() -> Any:
         """Readiness: the engine is loaded, the golden query passed, and no drain began."""
         if lifecycle.state != "ready":

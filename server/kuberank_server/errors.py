@@ -8,12 +8,14 @@ turns it (and FastAPI's own validation errors) into
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,16 @@ class PermissionDeniedError(KuberankError):
         self.reason = reason
 
 
+class RequestTimeoutError(KuberankError):
+    """The request body did not arrive in time; the connection is closed after the answer."""
+
+    status_code = 408
+    error_type = "request_timeout"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, headers={"Connection": "close"})
+
+
 class PayloadTooLargeError(KuberankError):
     status_code = 413
     error_type = "payload_too_large"
@@ -79,7 +91,8 @@ class RateLimitedError(KuberankError):
     error_type = "rate_limit_error"
 
     def __init__(self, message: str, *, retry_after_seconds: float) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_seconds)))})
+        retry_after = max(1, math.ceil(retry_after_seconds))
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class NotReadyError(KuberankError):
@@ -97,7 +110,45 @@ class UnprocessableEntityError(KuberankError):
     error_type = "invalid_request_error"
 
 
-_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
+# FastAPI raises a plain 400 for a body it cannot decode at all (not UTF-8, nested too deep
+# for the parser): to a client that is invalid JSON like any other.
+_HTTP_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERROR_MESSAGES = {400: "request body is not valid JSON (not UTF-8, or nested too deeply)"}
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="stable machine-readable kind, e.g. invalid_request_error")
+    message: str
+    param: str | None = Field(description="the request field or header at fault, if one is")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer of the API, whatever its status."""
+
+    error: ErrorDetail
+
+
+_STATUS_MEANINGS = {
+    400: "the body is not valid JSON, or the request is invalid",
+    401: "no credential, or one that does not verify (WWW-Authenticate: Bearer)",
+    403: "the credential lacks a required scope",
+    405: "wrong method for this path (Allow lists the right ones)",
+    408: "the request body did not arrive in time",
+    413: "body, document count or token budget over the limit",
+    415: "the body is not uncompressed application/json",
+    422: "the JSON does not match the body schema",
+    429: "over capacity: queue full or expected wait too long (Retry-After)",
+    500: "unexpected server error",
+    503: "not ready, or shutting down (Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the error envelope's schema."""
+    return {
+        status: {"model": ErrorEnvelope, "description": _STATUS_MEANINGS[status]}
+        for status in statuses
+    }
 
 
 def error_response(error: KuberankError) -> JSONResponse:
@@ -135,7 +186,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         envelope = {
             "error": {"type": _HTTP_ERROR_TYPES.get(error.status_code, "http_error"),
-                      "message": str(error.detail), "param": None}
+                      "message": _HTTP_ERROR_MESSAGES.get(error.status_code, str(error.detail)),
+                      "param": None}
         }  # fmt: skip
         return JSONResponse(envelope, status_code=error.status_code, headers=error.headers)
 

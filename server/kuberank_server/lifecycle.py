@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,11 @@ import uvicorn
 
 from kuberank_server.errors import NotReadyError, RateLimitedError
 from kuberank_server.metrics import ServerMetrics
+from kuberank_server.queue_wait import QueueWaitEstimator
 
 log = logging.getLogger("kuberank_server.serve")
 
 State = Literal["starting", "ready", "failed", "draining"]
-# A full queue drains within about a second on a busy replica; clients retry after that.
-RETRY_AFTER_SECONDS = 1.0
 _IDLE_POLL_SECONDS = 0.05
 
 
@@ -67,13 +67,23 @@ class Lifecycle:
 
 
 class ConcurrencyLimiter:
-    """At most `max_concurrent` requests score at once and `max_queued` wait; others get 429."""
+    """At most `max_concurrent` requests score at once and `max_queued` wait; a request that
+    finds the queue full, or would wait longer than `max_wait_seconds`, gets 429 at once with
+    `Retry-After` set to the expected wait of the queue ahead."""
 
-    def __init__(self, max_concurrent: int, max_queued: int, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        max_concurrent: int,
+        max_queued: int,
+        metrics: ServerMetrics,
+        max_wait_seconds: float = math.inf,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
+        self.max_wait_seconds = max_wait_seconds
         self.in_flight = 0
         self.waiting = 0
+        self.wait_estimate = QueueWaitEstimator(max_concurrent)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._metrics = metrics
         # Queued or scoring, read at scrape time: rises with concurrent callers long before
@@ -82,10 +92,18 @@ class ConcurrencyLimiter:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        expected_wait = self.wait_estimate.expected_wait(self.waiting)
         if self.in_flight + self.waiting >= self.max_concurrent + self.max_queued:
             raise RateLimitedError(
-                f"server at capacity ({self.in_flight} scoring, {self.waiting} queued)",
-                retry_after_seconds=RETRY_AFTER_SECONDS,
+                f"server at capacity ({self.in_flight} scoring, {self.waiting} queued; "
+                f"expected wait {expected_wait:.1f} s)",
+                retry_after_seconds=expected_wait,
+            )
+        if expected_wait > self.max_wait_seconds:
+            raise RateLimitedError(
+                f"expected wait for a scoring slot is {expected_wait:.1f} s ({self.waiting} "
+                f"queued ahead), over this server's bound of {self.max_wait_seconds:g} s",
+                retry_after_seconds=expected_wait,
             )
         self._set_waiting(self.waiting + 1)
         try:
@@ -93,9 +111,11 @@ class ConcurrencyLimiter:
         finally:
             self._set_waiting(self.waiting - 1)
         self._set_in_flight(self.in_flight + 1)
+        ticket = self.wait_estimate.started()
         try:
             yield
         finally:
+            self.wait_estimate.finished(ticket)
             self._set_in_flight(self.in_flight - 1)
             self._slots.release()
 

@@ -14,11 +14,10 @@ import sys
 import threading
 from typing import Any
 
-import uvicorn
-from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from kuberank_server.dev_mode import dev_settings, print_dev_curl_when_ready, quiet_engine_logs
+from kuberank_server.http_limits import api_server_config, start_metrics_server
 from kuberank_server.lifecycle import DrainingServer, write_termination_message
 from kuberank_server.logging_setup import configure_logging
 from kuberank_server.metrics import ServerMetrics, combined_registry
@@ -85,19 +84,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"kuberank-server serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.metrics_port:
-        start_http_server(
-            settings.metrics_port, addr=settings.host, registry=combined_registry(metrics)
-        )
+        start_metrics_server(combined_registry(metrics), settings)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # our own JSON line per request replaces it
-        timeout_graceful_shutdown=1,  # the drain already waited for accepted requests
-        http=app.state.connection_recycler.protocol(),
-        **tls_options,
+    config = api_server_config(
+        app, settings, protocol=app.state.connection_recycler.protocol, **tls_options
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_timeout_seconds)
     if args.dev:

@@ -98,6 +98,20 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
 
+    # --- HTTP hardening: below the application, on the API and the metrics port ------------
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line and headers larger than this get 431"
+    )
+    header_timeout_seconds: float = Field(
+        10, gt=0, description="a request whose headers are not complete by then gets 408, closed"
+    )
+    body_timeout_seconds: float = Field(
+        30, gt=0, description="a request body not complete this long after its headers gets 408"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections per port; more are answered 503 and closed"
+    )
+
     # --- auth -------------------------------------------------------------------------------
     auth_mode: AuthMode = "jwt"
     jwt_secret: SecretStr | None = Field(None, description="HS* shared secret")

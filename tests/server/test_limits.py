@@ -174,8 +174,9 @@ async def test_queue_overflow_gets_429_with_retry_after(minilm_scorer: Scorer) -
         assert codes.count(200) >= 2, codes
         assert set(codes) == {200, 429}, codes
         refused = next(r for r in responses if r.status_code == 429)
-        assert refused.headers["Retry-After"] == "1"
+        assert int(refused.headers["Retry-After"]) >= 1
         assert error_of(refused)["type"] == "rate_limit_error"
+        assert "expected wait" in error_of(refused)["message"]
         assert app.state.concurrency_limiter.in_flight == app.state.concurrency_limiter.waiting == 0
         await still_serves(client)
 

@@ -88,3 +88,29 @@ def test_limits_reject_when_truncation_is_off(minilm_tokenizer: object) -> None:
         builder.prepare("query", ["fine", "far too many words here"], "", strict)
     assert rejected.value.param == "documents[1]"
     assert "5 tokens" in rejected.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("Indexes speed up database queries. " * 30_000, id="1MB-english"),
+        pytest.param("x" * 200_000, id="one-long-word"),
+        pytest.param("数据库索引可以加快查询速度。" * 20_000, id="cjk-no-spaces"),
+        pytest.param(("word   " * 700) + "tail " * 10_000, id="space-runs"),
+        pytest.param("a" * 4_100 + " b" * 5_000, id="word-across-the-head"),
+    ],
+)
+def test_long_texts_fit_exactly_as_tokenizing_all_of_them(
+    minilm_tokenizer: object, text: str
+) -> None:
+    """Only a head of a long text is tokenized (bounded memory and CPU for megabyte
+    documents), and what is scored is the same prefix the whole text would give."""
+    builder = BiEncoderPrompts(minilm_tokenizer, max_model_len=256)
+    budget = 254
+    fitted = builder._fit([text], budget, truncate=True, param="documents")
+    whole = minilm_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+    assert fitted.token_ids == [whole["input_ids"][:budget]]
+    if len(whole["input_ids"]) <= budget:  # one [UNK] for a word over 100 characters
+        assert fitted.texts == [text]
+    else:
+        assert fitted.texts == [text[: whole["offset_mapping"][budget - 1][1]]]

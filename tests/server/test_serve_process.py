@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,43 @@ def test_one_json_log_line_per_request_without_the_token(live_server: LiveServer
 SEED = {"query": SEED_QUERY, "documents": SEED_DOCUMENTS}
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    assert port is not None
+    return host, port
+
+
+def test_both_ports_close_slow_headers_and_refuse_huge_ones(live_server: LiveServer) -> None:
+    """The probe's slowloris and 32 MB header, against `serve`'s real API and metrics ports
+    at the default limits (10 s to finish headers, 32 KiB of them)."""
+    ports = [_host_port(live_server.url), _host_port(live_server.metrics_url)]
+    slow = [socket.create_connection(address, timeout=30) for address in ports for _ in range(5)]
+    for sock in slow:
+        sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    for address in ports:
+        big = socket.create_connection(address, timeout=30)
+        try:
+            big.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 32 * 1024 * 1024)
+        except OSError:
+            pass  # closed before all of it was read, as it should be
+        assert _read_all(big).startswith(b"HTTP/1.1 431 "), address
+    started = time.monotonic()
+    answers = [_read_all(sock) for sock in slow]
+    assert time.monotonic() - started < 15
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return data
+
+
 @dataclass
 class Outcome:
     sent_at: float
@@ -159,6 +197,13 @@ async def test_readiness_then_graceful_drain_under_load(draining_server: LiveSer
                     outcome.status = None
 
         workers = [asyncio.create_task(load(worker)) for worker in range(8)]
+        # An upload that stalls after its headers and a few bytes: the probe saw it hold the
+        # drain for the whole timeout, then get a plain-text 500.
+        stalled = socket.create_connection(_host_port(server.url), timeout=60)
+        token = headers["Authorization"].encode()
+        stalled.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                        b"\r\nContent-Length: 1000\r\nAuthorization: " + token +
+                        b"\r\n\r\n{\"query\": ")  # fmt: skip
         await asyncio.sleep(4)
         stop_sending.set()
         await asyncio.sleep(0.3)  # the last requests sent have reached the server
@@ -183,6 +228,9 @@ async def test_readiness_then_graceful_drain_under_load(draining_server: LiveSer
     assert exit_code == 0
     assert time.monotonic() - signalled_at < 30
     assert "drain complete" in server.log_path.read_text()
+    stalled_answer = await asyncio.to_thread(_read_all, stalled)
+    assert stalled_answer.startswith(b"HTTP/1.1 503 "), stalled_answer
+    assert b'"type":"service_unavailable"' in stalled_answer
 
 
 async def _first_answer(client: httpx.AsyncClient, path: str) -> httpx.Response:

@@ -85,9 +85,11 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
         "MAX_DOCUMENTS": limits.max_documents,
         "MAX_DOCUMENT_TOKENS": limits.max_document_tokens,
         "MAX_QUERY_TOKENS": limits.max_query_tokens,
+        "MAX_REQUEST_TOKENS": limits.max_request_tokens,
         "TRUNCATE": limits.truncate,
         "MAX_CONCURRENT_REQUESTS": limits.max_concurrent_requests,
         "MAX_QUEUED_REQUESTS": limits.max_queued_requests,
+        "MAX_QUEUE_WAIT_SECONDS": limits.max_queue_wait_seconds,
         "DRAIN_TIMEOUT_SECONDS": settings.drain_timeout_seconds,
     }
     if auth.mode == "jwt":

@@ -7,6 +7,7 @@ Text is cut at a token's character offset, so what is scored is a prefix of what
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class TokenLimits:
     max_query_tokens: int
     max_document_tokens: int
     truncate: bool
+    # Tokens of the whole request after truncation (`PreparedInputs.prompt_tokens`).
+    max_request_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,16 @@ class PreparedInputs:
     def prompt_tokens(self) -> int:
         query_tokens = len(self.query.token_ids) if self.query else 0
         return query_tokens + sum(len(item.token_ids) for item in self.documents)
+
+
+def check_request_tokens(prompt_tokens: int, limit: int | None, param: str) -> None:
+    """413 for a request whose truncated inputs exceed the per-request token budget."""
+    if limit is not None and prompt_tokens > limit:
+        raise PayloadTooLargeError(
+            f"the request has {prompt_tokens} tokens after truncation (the query and every "
+            f"document, as sent to the model); the limit per request is {limit}",
+            param=param,
+        )
 
 
 class PromptBuilder(ABC):
@@ -82,10 +95,10 @@ class PromptBuilder(ABC):
                 f"({self.max_model_len} tokens)",
                 param="query",
             )
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        all_ids, all_offsets = self._encode_heads(texts, budget)
         fitted = Fitted(texts=[], token_ids=[], truncated=0)
         for position, (text, ids, offsets) in enumerate(
-            zip(texts, encoded["input_ids"], encoded["offset_mapping"], strict=True)
+            zip(texts, all_ids, all_offsets, strict=True)
         ):
             if len(ids) <= budget:
                 fitted.texts.append(text)
@@ -93,8 +106,11 @@ class PromptBuilder(ABC):
                 continue
             if not truncate:
                 where = param if param == "query" else f"{param}[{position}]"
+                # Only a head of a long text was tokenized: its count is a lower bound.
+                whole = len(text) <= budget * HEAD_CHARACTERS_PER_TOKEN
+                counted = str(len(ids)) if whole else f"at least {len(ids)}"
                 raise PayloadTooLargeError(
-                    f"{where} has {len(ids)} tokens, more than the limit of {budget} "
+                    f"{where} has {counted} tokens, more than the limit of {budget} "
                     "(truncation is off)",
                     param=where,
                 )
@@ -102,6 +118,40 @@ class PromptBuilder(ABC):
             fitted.token_ids.append(ids[:budget])
             fitted.truncated += 1
         return fitted
+
+    def _encode_heads(
+        self, texts: Sequence[str], budget: int
+    ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Token ids and offsets of each text, or of a head of it long enough to hold more
+        than `budget` tokens exactly as the whole text has them. A 2 MB document cut to 256
+        tokens costs the tokenizer a few kilobytes, not half a million tokens of memory."""
+        head_characters = budget * HEAD_CHARACTERS_PER_TOKEN
+        heads = [text[:head_characters] for text in texts]
+        encoded = self.tokenizer(heads, add_special_tokens=False, return_offsets_mapping=True)
+        all_ids, all_offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
+        for position, text in enumerate(texts):
+            if len(text) > head_characters and not _head_decides(
+                text, head_characters, all_offsets[position], budget
+            ):
+                whole = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                all_ids[position] = whole["input_ids"]
+                all_offsets[position] = whole["offset_mapping"]
+        return all_ids, all_offsets
+
+
+def _head_decides(text: str, head_characters: int, offsets: list[tuple[int, int]],
+                  budget: int) -> bool:  # fmt: skip
+    """Whether the head's first `budget + 1` tokens are the whole text's: they are when a
+    word starts after them inside the head, since every tokenizer here splits words at
+    whitespace and normalizes within them (else the whole text is tokenized)."""
+    if len(offsets) <= budget:
+        return False
+    return _WORD_START.search(text, offsets[budget][1], head_characters) is not None
+
+
+# Text beyond this many characters per token of budget is not tokenized when a head decides.
+HEAD_CHARACTERS_PER_TOKEN = 16
+_WORD_START = re.compile(r"\s\S")
 
 
 @dataclass

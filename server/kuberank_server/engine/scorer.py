@@ -31,8 +31,10 @@ from kuberank_server.engine.parallelism import (
 from kuberank_server.engine.prompts import (
     PROMPT_BUILDERS,
     EngineInput,
+    PreparedInputs,
     PromptBuilder,
     TokenLimits,
+    check_request_tokens,
 )
 from kuberank_server.errors import KuberankError
 from kuberank_server.settings import ServerSettings
@@ -221,6 +223,14 @@ class Scorer:
         limits: TokenLimits,
         request_id: str,
     ) -> Scores:
+        prepared = await self.prepare(query, documents, instruction=instruction, limits=limits)
+        check_request_tokens(prepared.prompt_tokens, limits.max_request_tokens, "documents")
+        return await self.score_prepared(prepared, request_id)
+
+    async def prepare(
+        self, query: str, documents: Sequence[str], *, instruction: str, limits: TokenLimits
+    ) -> PreparedInputs:
+        """Token ids within the per-text limits (413 past them), before any engine work."""
         if len(query) + sum(map(len, documents)) > INLINE_TOKENIZATION_CHARACTERS:
             # Megabytes of text take the tokenizer a while: keep the event loop serving.
             prepared = await asyncio.to_thread(
@@ -228,6 +238,9 @@ class Scorer:
             )
         else:
             prepared = self.prompts.prepare(query, documents, instruction, limits)
+        return prepared
+
+    async def score_prepared(self, prepared: PreparedInputs, request_id: str) -> Scores:
         if self.kind == "bi-encoder":
             assert prepared.query is not None
             vectors = await self._pool([prepared.query, *prepared.documents], "embed", request_id)

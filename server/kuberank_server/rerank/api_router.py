@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request, Security
+from fastapi.security import HTTPBearer
 
 from kuberank_server.auth import require_principal
+from kuberank_server.errors import error_responses
 from kuberank_server.rerank.protocol import (
     CohereBilledUnits,
     CohereMeta,
@@ -48,11 +50,23 @@ async def get_scoring(request: Request) -> RerankScoring:
 
 Scoring = Annotated[RerankScoring, Depends(get_scoring)]
 
+# Only documents the scheme in OpenAPI; `require_principal` does the checking.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="a JWT (`kuberank-server token` mints one for services)"
+)
+
 # Readiness first: a draining server answers 503 without spending time on the token.
-router = APIRouter(dependencies=[Depends(require_serving), Depends(require_principal)])
+router = APIRouter(
+    dependencies=[Depends(require_serving), Depends(require_principal), Security(bearer_scheme)]
+)
+# Every status each kind of route can answer besides 200, all in the one error envelope.
+SCORING_ERRORS = error_responses(400, 401, 403, 408, 413, 415, 422, 429, 500, 503)
+READING_ERRORS = error_responses(401, 403, 500, 503)
 
 
-@router.post("/v1/rerank", response_model_exclude_none=True, tags=["rerank"])
+@router.post(
+    "/v1/rerank", response_model_exclude_none=True, tags=["rerank"], responses=SCORING_ERRORS
+)
 async def rerank_v1(body: RerankRequest, request: Request, scoring: Scoring) -> RerankResponse:
     """Jina / vLLM rerank."""
     return await _jina_rerank(body, request, scoring)
@@ -63,6 +77,7 @@ async def rerank_v1(body: RerankRequest, request: Request, scoring: Scoring) -> 
     response_model=RerankResponse | list[TeiRank],
     response_model_exclude_none=True,
     tags=["rerank"],
+    responses=SCORING_ERRORS,
 )
 async def rerank_shared(
     body: Annotated[SharedRerankRequest, Body()], request: Request, scoring: Scoring
@@ -73,7 +88,7 @@ async def rerank_shared(
     return await _jina_rerank(body, request, scoring)
 
 
-@router.post("/v2/rerank", tags=["rerank"])
+@router.post("/v2/rerank", tags=["rerank"], responses=SCORING_ERRORS)
 async def rerank_cohere(
     body: CohereRerankRequest, request: Request, scoring: Scoring
 ) -> CohereRerankResponse:
@@ -93,7 +108,7 @@ async def rerank_cohere(
     )  # fmt: skip
 
 
-@router.post("/v1/score", tags=["rerank"])
+@router.post("/v1/score", tags=["rerank"], responses=SCORING_ERRORS)
 async def score(body: ScoreRequest, request: Request, scoring: Scoring) -> ScoreResponse:
     """vLLM score: `text_1` against `text_2` (1:1, 1:N or N:N)."""
     queries = [body.text_1] if isinstance(body.text_1, str) else body.text_1
@@ -108,7 +123,7 @@ async def score(body: ScoreRequest, request: Request, scoring: Scoring) -> Score
     )
 
 
-@router.post("/v1/ranking", tags=["rerank"])
+@router.post("/v1/ranking", tags=["rerank"], responses=SCORING_ERRORS)
 async def ranking_nim(
     body: NimRankingRequest, request: Request, scoring: Scoring
 ) -> NimRankingResponse:
@@ -126,7 +141,7 @@ async def ranking_nim(
     )
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], responses=READING_ERRORS)
 async def list_models(scoring: Scoring) -> ModelList:
     scorer = scoring.scorer
     return ModelList(

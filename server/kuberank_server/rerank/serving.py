@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from kuberank_server.engine.prompts import TokenLimits
+from kuberank_server.engine.prompts import TokenLimits, check_request_tokens
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.errors import InvalidRequestError, PayloadTooLargeError
 from kuberank_server.lifecycle import ConcurrencyLimiter
@@ -136,16 +136,23 @@ class RerankScoring:
         request_id = new_request_id("score")
         groups = _group_by_query(queries, documents)
         async with self.concurrency_limiter.slot():
+            prepared = [
+                await self.scorer.prepare(
+                    query,
+                    [documents[i] for i in positions],
+                    instruction=instruction or self.settings.instruction,
+                    limits=limits,
+                )
+                for query, positions in groups.items()
+            ]
+            # The budget is per request, not per query group.
+            check_request_tokens(
+                sum(group.prompt_tokens for group in prepared), limits.max_request_tokens, "text_2"
+            )
             group_scores = await asyncio.gather(
                 *(
-                    self.scorer.score(
-                        query,
-                        [documents[i] for i in positions],
-                        instruction=instruction or self.settings.instruction,
-                        limits=limits,
-                        request_id=f"{request_id}-q{number}",
-                    )
-                    for number, (query, positions) in enumerate(groups.items())
+                    self.scorer.score_prepared(group, f"{request_id}-q{number}")
+                    for number, group in enumerate(prepared)
                 )
             )
         by_position: dict[int, float] = {}
@@ -175,6 +182,7 @@ class RerankScoring:
         return TokenLimits(
             max_query_tokens=self.settings.max_query_tokens,
             max_document_tokens=document_tokens,
+            max_request_tokens=self.settings.max_request_tokens,
             # An explicit per-request choice (TEI `truncate`, NIM `truncate`) wins, and a
             # client-chosen `max_tokens_per_doc` asks for truncation by definition.
             truncate=(
