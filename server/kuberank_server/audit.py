@@ -125,7 +125,9 @@ class AuditTrail:
 
     def _record(self, scope: Scope, arrived: str, status: int, elapsed: float) -> None:
         state: dict[str, Any] = scope.get("state") or {}
-        verified = state.get("subject") is not None and state.get("auth_failure") is None
+        verified = state.get("credential_type") in ("jwt", "api_key") and not state.get(
+            "auth_failure"
+        )
         if not verified and not self.budget.allow():
             return
         client = scope.get("client")
