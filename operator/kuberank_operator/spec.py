@@ -482,15 +482,15 @@ class RerankerSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RerankerSpec:
-        # The first two are the CEL rules above, in the same words.
+        # The first three are the CEL rules above, in the same words.
         scaling = self.autoscaling
         if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
             raise ValueError(MIN_REPLICAS_MESSAGE)
         if self.auth.mode in JWT_AUTH_MODES and len(self.key_sources) != 1:
             raise ValueError(KEY_SOURCE_MESSAGE)
-        self._check_parallel_flags()
         if self.auth.mode in API_KEY_AUTH_MODES and self.auth.api_keys is None:
             raise ValueError(API_KEYS_MESSAGE)
+        self._check_parallel_flags()
         if scaling.enabled and self.resources.gpu == 0 and scaling.target_requests_waiting is None:
             raise ValueError(
                 "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetRequestsWaiting,"
