@@ -63,14 +63,23 @@ class RecordingHandler(logging.Handler):
 
 @contextmanager
 def recording_logs() -> Iterator[RecordingHandler]:
+    """Records of every logger: the root's, and those of loggers that `serve` stopped from
+    propagating (the request log, the audit log), if a test in this process ran it."""
     root = logging.getLogger()
     handler, level = RecordingHandler(), root.level
-    root.addHandler(handler)
+    loggers = [root] + [
+        logging.getLogger(name)
+        for name in ("kuberank_server.requests", AUDIT_LOGGER)
+        if not logging.getLogger(name).propagate
+    ]
+    for logger in loggers:
+        logger.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
-        root.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         root.setLevel(level)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -104,3 +106,20 @@ async def test_the_budget_counts_what_it_drops_and_reports_it_after_the_window()
 
     now[0] += 1.0  # a new window: the budget is whole again
     assert [budget.allow() for _ in range(3)] == [True, True, False]
+
+
+def test_serve_writes_audit_records_to_stdout_whatever_the_log_level() -> None:
+    script = (
+        "import logging\n"
+        "from kuberank_server.serve_command import configure_logging\n"
+        "from kuberank_server.audit import audit_log\n"
+        "configure_logging('error')\n"
+        'audit_log.info(\'{"log": "audit", "n": 1}\')\n'
+        "logging.getLogger('kuberank_server.requests').info('{\"request_id\": \"r\"}')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.splitlines() == ['{"log": "audit", "n": 1}']  # the request line: level
+    assert result.stderr == ""
