@@ -111,7 +111,7 @@ async def test_the_budget_counts_what_it_drops_and_reports_it_after_the_window()
 def test_serve_writes_audit_records_to_stdout_whatever_the_log_level() -> None:
     script = (
         "import logging\n"
-        "from kuberank_server.serve_command import configure_logging\n"
+        "from kuberank_server.logging_setup import configure_logging\n"
         "from kuberank_server.audit import audit_log\n"
         "configure_logging('error')\n"
         'audit_log.info(\'{"log": "audit", "n": 1}\')\n'
