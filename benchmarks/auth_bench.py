@@ -138,7 +138,7 @@ if __name__ == "__main__":
                 f"auth_verify_us_{algorithm.lower()}": round(
                     verify_seconds_per_token(algorithm) * 1e6, 1
                 )
-                for algorithm in ("RS256", "ES256")
+                for algorithm in ("HS256", "RS256", "ES256")
             }
             | side_by_side()
         )
