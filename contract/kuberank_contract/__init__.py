@@ -30,8 +30,15 @@ PARALLELISMS: Final = get_args(Parallelism)
 DEFAULT_PARALLELISM: Final[Parallelism] = "tensor"
 
 # --- auth -----------------------------------------------------------------------------------
-AuthMode = Literal["jwt", "disabled"]
+# jwt: JWT bearer tokens; apiKey: API keys (`Bearer kr_...` or `X-API-Key`); jwtOrApiKey:
+# either; disabled: no credential at all (sandboxes only).
+AuthMode = Literal["jwt", "apiKey", "jwtOrApiKey", "disabled"]
 AUTH_MODES: Final = get_args(AuthMode)
+JWT_AUTH_MODES: Final = frozenset({"jwt", "jwtOrApiKey"})
+API_KEY_AUTH_MODES: Final = frozenset({"apiKey", "jwtOrApiKey"})
+# The one key of the API-key Secret, and the name of the file it is mounted as: a JSON
+# object of hashed keys by key name (`kuberank-server apikey create` prints an entry).
+API_KEYS_FILE_NAME: Final = "apikeys.json"
 HmacAlgorithm = Literal["HS256", "HS384", "HS512"]
 RsaAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 EcAlgorithm = Literal["ES256", "ES384", "ES512"]

@@ -22,11 +22,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from kuberank_contract import (
+    API_KEY_AUTH_MODES,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_INSTRUCTION,
     DEFAULT_JWT_ALGORITHMS,
     DEFAULT_PARALLELISM,
     DEFAULT_REQUIRED_SCOPES,
+    JWT_AUTH_MODES,
     AuthMode,
     Dtype,
     JwtAlgorithm,
@@ -207,10 +209,24 @@ class AutoscalingSpec(SpecModel):
     pods."""
 
 
+class ApiKeysSecretRef(SpecModel):
+    name: str = Field(min_length=1)
+    """Name of a Secret in the RerankerService's namespace whose key apikeys.json holds the
+    hashed API keys (`kuberank-server apikey create` prints entries for it)."""
+
+
+class ApiKeysSpec(SpecModel):
+    secret_ref: ApiKeysSecretRef
+    """The Secret of hashed API keys, mounted into the pods as a file: the servers pick up
+    added and revoked keys without a restart. The operator never reads it."""
+
+
 class AuthSpec(SpecModel):
     mode: AuthMode = "jwt"
-    """jwt requires a valid token on every API call; disabled serves anyone who reaches the
-    Service."""
+    """jwt: a valid JWT on every API call; apiKey: an API key (`Authorization: Bearer kr_...`
+    or `X-API-Key`); jwtOrApiKey: either; disabled: serves anyone who reaches the Service."""
+    api_keys: ApiKeysSpec | None = None
+    """Hashed API keys: needed by the apiKey and jwtOrApiKey modes, unused by the others."""
     issuer: str | None = None
     """Required iss claim; unset accepts any issuer."""
     audience: str | None = None
@@ -227,7 +243,8 @@ class AuthSpec(SpecModel):
     )
     """JWKS endpoint serving the RS*/ES* verification keys by kid."""
     required_scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES))
-    """Scopes a token must carry (scope or scp claim)."""
+    """Scopes every credential must carry (a token's scope or scp claim, an API key's
+    scopes)."""
 
 
 class LimitsSpec(SpecModel, RequestLimits):
@@ -393,8 +410,11 @@ PARALLEL_FLAGS_MESSAGE = (
 )
 MIN_REPLICAS_MESSAGE = "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"
 KEY_SOURCE_MESSAGE = (
-    "auth.mode jwt needs exactly one key source: auth.secretRef (HS*), "
-    "auth.publicKeySecretRef (RS*/ES*) or auth.jwksURL; or set auth.mode: disabled"
+    "auth.mode jwt and jwtOrApiKey need exactly one key source: auth.secretRef (HS*), "
+    "auth.publicKeySecretRef (RS*/ES*) or auth.jwksURL; or set auth.mode: apiKey or disabled"
+)
+API_KEYS_MESSAGE = (
+    "auth.mode apiKey and jwtOrApiKey need auth.apiKeys.secretRef, the Secret of hashed API keys"
 )
 
 
@@ -410,7 +430,8 @@ class RerankerSpec(SpecModel):
             fieldPath=".autoscaling.minReplicas",
         ),
         CelRule(
-            rule="self.auth.mode != 'jwt' || (has(self.auth.secretRef) ? 1 : 0)"
+            rule="!(self.auth.mode in ['jwt', 'jwtOrApiKey'])"
+            " || (has(self.auth.secretRef) ? 1 : 0)"
             " + (has(self.auth.publicKeySecretRef) ? 1 : 0)"
             " + (has(self.auth.jwksURL) ? 1 : 0) == 1",
             message=KEY_SOURCE_MESSAGE,
@@ -420,6 +441,11 @@ class RerankerSpec(SpecModel):
             rule=f"!self.engine.extraArgs.exists(a, a.matches('{PARALLEL_SIZE_FLAG_PATTERN}'))",
             message=PARALLEL_FLAGS_MESSAGE,
             fieldPath=".engine.extraArgs",
+        ),
+        CelRule(
+            rule="!(self.auth.mode in ['apiKey', 'jwtOrApiKey']) || has(self.auth.apiKeys)",
+            message=API_KEYS_MESSAGE,
+            fieldPath=".auth.apiKeys",
         ),
     )
 
@@ -439,7 +465,7 @@ class RerankerSpec(SpecModel):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     """A HorizontalPodAutoscaler on the servers' own metrics."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
-    """JWT bearer-token authentication of the rerank API."""
+    """Authentication of the rerank API: JWT bearer tokens, API keys, or either."""
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     """Bounds on each request and on the load one pod accepts."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)
@@ -456,12 +482,14 @@ class RerankerSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RerankerSpec:
-        # The first two are the CEL rules above, in the same words.
+        # The first three are the CEL rules above, in the same words.
         scaling = self.autoscaling
         if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
             raise ValueError(MIN_REPLICAS_MESSAGE)
-        if self.auth.mode == "jwt" and len(self.key_sources) != 1:
+        if self.auth.mode in JWT_AUTH_MODES and len(self.key_sources) != 1:
             raise ValueError(KEY_SOURCE_MESSAGE)
+        if self.auth.mode in API_KEY_AUTH_MODES and self.auth.api_keys is None:
+            raise ValueError(API_KEYS_MESSAGE)
         self._check_parallel_flags()
         if scaling.enabled and self.resources.gpu == 0 and scaling.target_requests_waiting is None:
             raise ValueError(
@@ -502,11 +530,12 @@ class RerankerSpec(SpecModel):
         return [name for name, value in sources.items() if value is not None]
 
     def referenced_secrets(self) -> list[tuple[str, SecretKeyRef]]:
-        """(spec field, reference) for every Secret key the pods will read."""
+        """(spec field, reference) for every Secret key the pods will read, and the operator
+        checks for. Not the API-key Secret: the operator never reads it (it is mounted)."""
         refs: list[tuple[str, SecretKeyRef | None]] = [
             ("model.hfTokenSecretRef", self.model.hf_token_secret_ref)
         ]
-        if self.auth.mode == "jwt":
+        if self.auth.mode in JWT_AUTH_MODES:
             refs += [
                 ("auth.secretRef", self.auth.secret_ref),
                 ("auth.publicKeySecretRef", self.auth.public_key_secret_ref),

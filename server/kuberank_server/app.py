@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from kuberank_server import __version__
+from kuberank_server.audit import AuditTrail
 from kuberank_server.auth import Authenticator
 from kuberank_server.connections import ConnectionRecycler, RecycleConnections
 from kuberank_server.engine.prompts import TokenLimits
@@ -95,13 +96,18 @@ def create_app(
     install_error_handlers(app)
     app.include_router(rerank_router)
     _add_probes(app, lifecycle)
-    # Outermost last: the observer sees (and counts) the guard's 413/415 answers too.
+    # Outermost last: the observer sees (and counts) the guard's 413/415 answers too, and the
+    # audit trail inside it sees the observer's request id.
     app.add_middleware(
         BodyGuard,
         router=app.router,
         lifecycle=lifecycle,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,
+    )
+    app.add_middleware(
+        AuditTrail,
+        unauthenticated_per_second=settings.audit_unauthenticated_records_per_second,
     )
     app.add_middleware(
         RequestObserver, metrics=metrics, lifecycle=lifecycle, log_probes=settings.log_probes

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     # Each subcommand module registers its own parser; imported here, lazily enough that
-    # `token` and `ui` never import vLLM.
-    from kuberank_server import serve_command, token_command, ui_command
+    # `token`, `apikey` and `ui` never import vLLM.
+    from kuberank_server import apikey_command, serve_command, token_command, ui_command
 
     parser = argparse.ArgumentParser(prog="kuberank-server", description=__doc__)
     subcommands = parser.add_subparsers(dest="command", required=True)
     serve_command.register(subcommands)
     token_command.register(subcommands)
+    apikey_command.register(subcommands)
     ui_command.register(subcommands)
     return parser
 

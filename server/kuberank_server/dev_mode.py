@@ -13,6 +13,7 @@ import time
 import httpx
 from pydantic import SecretStr
 
+from kuberank_contract import JWT_AUTH_MODES
 from kuberank_server.auth.algorithms import AuthConfigurationError
 from kuberank_server.auth.keys import configured_key_sources
 from kuberank_server.auth.tokens import mint_token_from_settings
@@ -36,7 +37,7 @@ def dev_settings(settings: ServerSettings) -> ServerSettings:
     settings = settings.model_copy(
         update={"host": "127.0.0.1", "tls_cert_file": None, "tls_key_file": None}
     )
-    if settings.auth_mode == "jwt" and not configured_key_sources(settings):
+    if settings.auth_mode in JWT_AUTH_MODES and not configured_key_sources(settings):
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})
     return settings
 
@@ -65,7 +66,7 @@ def dev_curl(settings: ServerSettings, url: str) -> str:
 
     body = json.dumps({"query": EXAMPLE_QUERY, "documents": list(EXAMPLE_DOCUMENTS)})
     headers = ["-H", "Content-Type: application/json"]
-    if settings.auth_mode == "jwt":
+    if settings.auth_mode in JWT_AUTH_MODES:
         headers += ["-H", f"Authorization: Bearer {_dev_token(settings)}"]
     command = shlex.join(["curl", "-sS", f"{url}/v1/rerank", *headers, "-d", body])
     return f"\nkuberank-server is ready. Try it:\n\n{command}\n"

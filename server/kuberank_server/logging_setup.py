@@ -1,18 +1,23 @@
-"""Log format for `kuberank-server serve`: plain lines, and one JSON document per request."""
+"""Log format for `kuberank-server serve`: plain lines, one JSON document per request, and one
+JSON audit record per API request (its own logger, written whatever the log level)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+from kuberank_server.audit import AUDIT_LOGGER
+
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # The per-request lines are JSON documents by themselves, one per line.
-    request_handler = logging.StreamHandler(sys.stdout)
-    request_handler.setFormatter(logging.Formatter("%(message)s"))
-    request_logger = logging.getLogger("kuberank_server.requests")
-    request_logger.addHandler(request_handler)
-    request_logger.propagate = False
+    # The per-request lines and the audit records are JSON documents by themselves, one per line.
+    for name in ("kuberank_server.requests", AUDIT_LOGGER):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        json_logger = logging.getLogger(name)
+        json_logger.addHandler(handler)
+        json_logger.propagate = False
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)

@@ -121,16 +121,41 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     jwt_algorithms: list[str] = Field(default_factory=lambda: list[str](DEFAULT_JWT_ALGORITHMS))
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    jwt_required_scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES))
+    jwt_required_scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES),
+        description="scopes every credential (JWT or API key) must carry",
+    )
     jwt_leeway_seconds: float = Field(30, ge=0)
     jwks_cache_seconds: float = Field(300, gt=0, description="how long fetched keys are trusted")
     jwks_refetch_cooldown_seconds: float = Field(
         30, ge=0, description="minimum gap between refetches triggered by an unknown kid"
     )
     rate_limit_per_subject: float = Field(
-        0, ge=0, description="requests per second per token subject; 0 means unlimited"
+        0,
+        ge=0,
+        description="requests per second per subject (JWT sub, or an API key's subject unless "
+        "the key has a rate of its own); 0 means unlimited",
     )
     rate_limit_burst: int = Field(20, ge=1)
+
+    # --- API keys and the audit log (auth modes apiKey / jwtOrApiKey) -----------------------
+    api_keys_file: Path | None = Field(
+        None,
+        description="JSON file of hashed API keys by name (the key Secret's apikeys.json, "
+        "mounted); needed by auth modes apiKey and jwtOrApiKey",
+    )
+    api_keys_reload_seconds: float = Field(
+        5,
+        gt=0,
+        description="how often, at most, the API key file is checked for changes: an added or "
+        "revoked key takes effect within this many seconds of the file changing",
+    )
+    audit_unauthenticated_records_per_second: int = Field(
+        20,
+        ge=1,
+        description="most audit records per second for requests without a verified credential "
+        "(failed auth and the like); past it, one summary record counts the suppressed ones",
+    )
 
     # --- limits (the shared ones come from RequestLimits) -------------------------------------
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

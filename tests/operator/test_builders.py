@@ -16,6 +16,7 @@ from tests.kubernetes_versions import (
     validate_for_supported_kubernetes,
 )
 
+from kuberank_contract import API_KEYS_FILE_NAME
 from kuberank_operator import MINIMUM_KUBERNETES_VERSION
 from kuberank_operator.builders import (
     AUTOSCALER,
@@ -39,6 +40,7 @@ from kuberank_server.settings import ServerSettings
 OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
 SETTINGS = OperatorSettings()
 AUTH = {"secretRef": {"name": "rerank-jwt"}}
+API_KEYS = {"secretRef": {"name": "rerank-api-keys"}}
 
 SPECS: dict[str, dict[str, Any]] = {
     "gpu-custom-tolerations": {
@@ -131,6 +133,19 @@ SPECS: dict[str, dict[str, Any]] = {
             "metricsFrom": [
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}}
             ],
+        },
+    },
+    "api-keys-only": {
+        "model": {"name": "m"},
+        "auth": {"mode": "apiKey", "apiKeys": API_KEYS, "requiredScopes": ["rerank", "batch"]},
+    },
+    "jwt-or-api-key": {
+        "model": {"name": "m"},
+        "auth": {
+            "mode": "jwtOrApiKey",
+            "apiKeys": API_KEYS,
+            "publicKeySecretRef": {"name": "pem"},
+            "algorithms": ["RS256"],
         },
     },
 }
@@ -438,6 +453,55 @@ def test_monitoring_off_and_public_key_file() -> None:
     )
     assert SERVICE_MONITOR not in no_api  # no such API: neither made nor removed
     assert CERTIFICATE not in no_api
+
+
+def pod_files(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Path of each file a Secret volume puts in the server container -> (Secret, key)."""
+    pod = deployment["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    files = {}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["name"] in secrets:
+            assert "subPath" not in mount, "a subPath mount never sees the Secret change"
+            assert mount["readOnly"] is True
+            secret = secrets[mount["name"]]
+            for item in secret["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "jwt_env"),
+    [("api-keys-only", False), ("jwt-or-api-key", True)],
+)
+def test_api_key_modes_mount_the_key_secret_and_point_the_server_at_it(
+    case: str, jwt_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = children(SPECS[case])[DEPLOYMENT]
+    assert deployment is not None
+    env = container(deployment)["env"]
+    for variable in env:
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    settings = ServerSettings()
+
+    assert settings.auth_mode == SPECS[case]["auth"]["mode"]
+    assert pod_files(deployment)[str(settings.api_keys_file)] == (
+        "rerank-api-keys",
+        API_KEYS_FILE_NAME,
+    )
+    names = {variable["name"] for variable in env}
+    assert ("KUBERANK_JWT_ALGORITHMS" in names) is jwt_env
+    assert ("KUBERANK_JWT_PUBLIC_KEY_FILE" in names) is jwt_env
+    # The required scopes apply to API keys too, so they travel in every mode that checks them.
+    assert settings.jwt_required_scopes == SPECS[case]["auth"].get("requiredScopes", ["rerank"])
+
+
+def test_jwt_mode_mounts_no_key_secret_even_when_one_is_named() -> None:
+    spec = {"model": {"name": "m"}, "auth": {**AUTH, "apiKeys": API_KEYS}}
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    assert pod_files(deployment) == {}
+    assert "KUBERANK_API_KEYS_FILE" not in {v["name"] for v in container(deployment)["env"]}
 
 
 def test_service_monitor_scrapes_the_metrics_port() -> None:

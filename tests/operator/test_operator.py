@@ -299,6 +299,24 @@ async def test_two_gpus_reach_the_pods_and_a_conflicting_split_is_degraded_with_
     assert (env["KUBERANK_GPUS"], "KUBERANK_ENGINE_EXTRA_ARGS" in env) == ("2", False)
 
 
+async def test_api_key_mode_mounts_the_key_secret_without_ever_reading_it(
+    cluster: EmulatedCluster,
+) -> None:
+    """The key Secret reaches the pods as a volume; the operator makes no call for it (it does
+    not even exist here), so it needs no RBAC beyond what JWT Secrets already take."""
+    mark = cluster.request_count()
+    auth = {"mode": "apiKey", "apiKeys": {"secretRef": {"name": "rerank-api-keys"}}}
+    await created(cluster, "keyed", auth=auth)
+
+    deployment = cluster.objects(DEPLOYMENTS, NAMESPACE)["keyed"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "api-keys", "secret": {"secretName": "rerank-api-keys",
+            "items": [{"key": "apikeys.json", "path": "apikeys.json"}]}} in volumes  # fmt: skip
+    assert env_of(deployment)["KUBERANK_API_KEYS_FILE"] == "/etc/kuberank/api-keys/apikeys.json"
+    assert condition(cluster, "Degraded", "keyed")["status"] == "False"
+    assert [c for c in cluster.calls(mark) if c.resource == "secrets"] == []
+
+
 async def test_missing_secret_is_degraded_then_converges_with_backoff(
     cluster: EmulatedCluster,
 ) -> None:

@@ -101,6 +101,7 @@ def rrs(**spec: Any) -> dict[str, Any]:
 
 
 HS_KEY = {"secretRef": {"name": "jwt"}}
+API_KEYS = {"secretRef": {"name": "rerank-api-keys"}}
 
 # (spec fields, the CEL message expected or None when valid)
 CASES = [
@@ -112,8 +113,8 @@ CASES = [
         "minReplicas must not be greater",
     ),
     ({"auth": HS_KEY, "autoscaling": {"enabled": False, "minReplicas": 5, "maxReplicas": 2}}, None),
-    ({}, "needs exactly one key source"),
-    ({"auth": {**HS_KEY, "jwksURL": "https://idp.example/jwks"}}, "needs exactly one key source"),
+    ({}, "need exactly one key source"),
+    ({"auth": {**HS_KEY, "jwksURL": "https://idp.example/jwks"}}, "need exactly one key source"),
     (
         {"auth": {"publicKeySecretRef": {"name": "pem"}, "jwksURL": "https://x/jwks"}},
         "exactly one key source",
@@ -166,6 +167,18 @@ CASES = [
         },
         "a peer is podSelector and/or",
     ),
+    # API keys: the key Secret in both key modes; a JWT key source in jwtOrApiKey only.
+    ({"auth": {"mode": "apiKey", "apiKeys": API_KEYS}}, None),
+    ({"auth": {"mode": "apiKey", "apiKeys": API_KEYS, **HS_KEY}}, None),  # ignored, not passed
+    ({"auth": {"mode": "jwtOrApiKey", "apiKeys": API_KEYS, **HS_KEY}}, None),
+    ({"auth": {"mode": "apiKey"}}, "need auth.apiKeys.secretRef"),
+    ({"auth": {"mode": "jwtOrApiKey", **HS_KEY}}, "need auth.apiKeys.secretRef"),
+    ({"auth": {"mode": "jwtOrApiKey", "apiKeys": API_KEYS}}, "need exactly one key source"),
+    (
+        {"auth": {"mode": "jwtOrApiKey", "apiKeys": API_KEYS, **HS_KEY, "jwksURL": "https://x/j"}},
+        "need exactly one key source",
+    ),
+    ({"auth": {"mode": "jwt", "apiKeys": API_KEYS, **HS_KEY}}, None),  # keys unused in jwt mode
 ]
 
 

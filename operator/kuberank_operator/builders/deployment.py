@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kuberank_contract import API_KEY_AUTH_MODES, API_KEYS_FILE_NAME, JWT_AUTH_MODES
 from kuberank_operator.builders.certificate import certificate_secret_name
 from kuberank_operator.builders.common import (
     HTTP_PORT,
@@ -21,6 +22,8 @@ CONTAINER_NAME = "server"
 CACHE_MOUNT = "/var/cache/kuberank"
 PUBLIC_KEY_DIR = "/etc/kuberank/jwt"
 TLS_DIR = "/etc/kuberank/tls"
+# A directory mount, never subPath: kubelet updates only those when the Secret changes.
+API_KEYS_DIR = "/etc/kuberank/api-keys"
 # Pods leave the Service's endpoints asynchronously; this pause before SIGTERM lets the
 # load balancers stop sending new requests before the server starts draining.
 PRE_STOP_SLEEP_SECONDS = 5
@@ -92,12 +95,13 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
         "MAX_QUEUE_WAIT_SECONDS": limits.max_queue_wait_seconds,
         "DRAIN_TIMEOUT_SECONDS": settings.drain_timeout_seconds,
     }
-    if auth.mode == "jwt":
+    if auth.mode != "disabled":
+        values["JWT_REQUIRED_SCOPES"] = auth.required_scopes  # JWTs and API keys alike
+    if auth.mode in JWT_AUTH_MODES:
         values |= {
             "JWT_ALGORITHMS": auth.algorithms,
             "JWT_ISSUER": auth.issuer,
             "JWT_AUDIENCE": auth.audience,
-            "JWT_REQUIRED_SCOPES": auth.required_scopes,
             "JWKS_URL": auth.jwks_url,
         }
         if auth.public_key_secret_ref:
@@ -105,8 +109,10 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
     if spec.tls is not None:
         values["TLS_CERT_FILE"] = f"{TLS_DIR}/{TLS_CERT_KEY}"
         values["TLS_KEY_FILE"] = f"{TLS_DIR}/{TLS_PRIVATE_KEY_KEY}"
+    if auth.mode in API_KEY_AUTH_MODES:
+        values["API_KEYS_FILE"] = f"{API_KEYS_DIR}/{API_KEYS_FILE_NAME}"
     env = [_plain(f"KUBERANK_{key}", value) for key, value in values.items() if value is not None]
-    if auth.mode == "jwt" and auth.secret_ref:
+    if auth.mode in JWT_AUTH_MODES and auth.secret_ref:
         env.append(_from_secret("KUBERANK_JWT_SECRET", auth.secret_ref.name, auth.secret_ref.key))
     env.append({"name": "HF_HOME", "value": CACHE_MOUNT})
     if model.hf_token_secret_ref:
@@ -162,7 +168,7 @@ def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], li
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir, not a shared /tmp
     ]
     key_ref = spec.auth.public_key_secret_ref
-    if spec.auth.mode == "jwt" and key_ref:
+    if spec.auth.mode in JWT_AUTH_MODES and key_ref:
         volumes.append(
             {
                 "name": "jwt-public-key",
@@ -179,6 +185,17 @@ def _volumes(owner: Owner, spec: RerankerSpec) -> tuple[list[dict[str, Any]], li
         items = [{"key": key, "path": key} for key in (TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY)]
         volumes.append({"name": "tls", "secret": {"secretName": tls_secret, "items": items}})
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    if spec.auth.mode in API_KEY_AUTH_MODES and spec.auth.api_keys:
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": spec.auth.api_keys.secret_ref.name,
+                    "items": [{"key": API_KEYS_FILE_NAME, "path": API_KEYS_FILE_NAME}],
+                },
+            }
+        )
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
     return volumes, mounts
 
 

@@ -1,22 +1,29 @@
-"""Bearer-token checks for every API route: who is calling, may they, and not too often."""
+"""Credential checks for every API route: who is calling, may they, and not too often.
+
+Credentials are JWTs (`Authorization: Bearer <jwt>`) and API keys (`Authorization: Bearer
+kr_...` or `X-API-Key: kr_...`), as `KUBERANK_AUTH_MODE` allows; both end in one `Principal`
+and pass the same scope and rate checks.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 
-from kuberank_contract import env_var
+from kuberank_contract import API_KEY_AUTH_MODES, API_KEYS_FILE_NAME, JWT_AUTH_MODES, env_var
 from kuberank_server.auth.algorithms import (
     AuthConfigurationError,
     check_algorithms,
     check_shared_secret,
     key_fits_algorithm,
 )
+from kuberank_server.auth.api_keys import ApiKeyStore, is_api_key
 from kuberank_server.auth.keys import (
     KEY_SOURCE_SETTINGS,
     JwksKeySource,
@@ -28,13 +35,21 @@ from kuberank_server.auth.keys import (
     read_public_key_file,
 )
 from kuberank_server.auth.ratelimit import SubjectRateLimiter
-from kuberank_server.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+from kuberank_server.errors import (
+    AuthenticationError,
+    KuberankError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
 from kuberank_server.metrics import ServerMetrics
 from kuberank_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
 ANONYMOUS_SUBJECT = "anonymous"
+NO_API_KEYS_MESSAGE = (
+    "this server does not accept API keys; send a JWT as 'Authorization: Bearer <token>'"
+)
 # RFC 6750 3.1: a request with no credentials gets the challenge without an error code.
 NO_CREDENTIALS_CHALLENGE = 'Bearer realm="kuberank"'
 
@@ -52,17 +67,30 @@ _REJECTIONS: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
 _MISSING_CLAIM_REASONS = {"iss": "invalid_issuer", "aud": "invalid_audience"}
 
 
+CredentialType = Literal["jwt", "api_key", "none"]
+
+
 @dataclass(frozen=True)
 class Principal:
-    """The verified caller: the token's subject, its scopes and all its claims."""
+    """The verified caller: its subject, its scopes, a JWT's claims, and which credential
+    (a JWT's `jti` or an API key's name; never the credential itself)."""
 
     subject: str
     scopes: frozenset[str]
     claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    credential_type: CredentialType = "none"
+    credential_id: str | None = None
+
+
+def failure_reason(error: KuberankError) -> str:
+    """The label a refusal is counted under (the `reason` of kuberank_auth_failures_total)."""
+    if isinstance(error, RateLimitedError):
+        return "rate_limited"
+    return str(getattr(error, "reason", error.error_type))
 
 
 class Authenticator:
-    """Verifies `Authorization: Bearer <jwt>` headers against one configured key source.
+    """Verifies JWTs against one configured key source and/or API keys against a key file.
 
     Build it with `from_settings`, which refuses any configuration that cannot work.
     """
@@ -78,10 +106,13 @@ class Authenticator:
         required_scopes: Sequence[str] = (),
         leeway_seconds: float = 0,
         rate_limiter: SubjectRateLimiter | None = None,
+        api_keys: ApiKeyStore | None = None,
     ) -> None:
-        """`key_source=None` turns verification off: every caller is `anonymous`."""
+        """`key_source=None` refuses JWTs, `api_keys=None` API keys; with neither, verification
+        is off and every caller is `anonymous`."""
         self._metrics = metrics
         self._key_source = key_source
+        self._api_keys = api_keys
         self._algorithms = list(algorithms)
         self._issuer = issuer
         self._audience = audience
@@ -91,10 +122,9 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, metrics: ServerMetrics) -> Authenticator:
-        rate_limiter = (
-            SubjectRateLimiter(settings.rate_limit_per_subject, settings.rate_limit_burst)
-            if settings.rate_limit_per_subject > 0
-            else None
+        # Always there: an API key may carry a rate of its own even when subjects have none.
+        rate_limiter = SubjectRateLimiter(
+            settings.rate_limit_per_subject, settings.rate_limit_burst
         )
         if settings.auth_mode == "disabled":
             logger.warning(
@@ -108,13 +138,21 @@ class Authenticator:
                 required_scopes=settings.jwt_required_scopes,
                 rate_limiter=rate_limiter,
             )
-        key_source, algorithms = _key_source_from_settings(settings)
+        key_source: KeySource | None = None
+        algorithms: tuple[str, ...] = ()
+        if settings.auth_mode in JWT_AUTH_MODES:
+            key_source, algorithms = _key_source_from_settings(settings)
+        api_keys = _api_key_store(settings)
         logger.info(
-            "JWT auth: algorithms %s, required scopes %s", algorithms, settings.jwt_required_scopes
-        )
+            "auth mode %s: JWT algorithms %s, %s, required scopes %s",
+            settings.auth_mode, algorithms or "none (JWTs refused)",
+            f"{len(api_keys)} API keys" if api_keys is not None else "API keys refused",
+            settings.jwt_required_scopes,
+        )  # fmt: skip
         return cls(
             metrics=metrics,
             key_source=key_source,
+            api_keys=api_keys,
             algorithms=algorithms,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
@@ -123,18 +161,44 @@ class Authenticator:
             rate_limiter=rate_limiter,
         )
 
-    async def authenticate(self, authorization_header: str | None) -> Principal:
-        """The caller behind the header, or AuthenticationError (401), PermissionDeniedError
-        (403), RateLimitedError (429), SigningKeysUnavailableError (503)."""
+    async def authenticate(
+        self,
+        authorization_header: str | None,
+        api_key_header: str | None = None,
+        *,
+        identified: Callable[[Principal], None] | None = None,
+    ) -> Principal:
+        """The caller behind the headers, or AuthenticationError (401), PermissionDeniedError
+        (403), RateLimitedError (429), SigningKeysUnavailableError (503).
+
+        `identified` sees the caller once its credential verifies, before the scope and rate
+        checks, so that a refusal for scope or rate can still name who was refused."""
         try:
-            principal = await self._verified_principal(authorization_header)
+            principal, key_rate = await self._verified_principal(
+                authorization_header, api_key_header
+            )
+            if identified is not None:
+                identified(principal)
+            missing = self._required_scopes - principal.scopes
+            if missing:
+                credential = "API key" if principal.credential_type == "api_key" else "token"
+                raise PermissionDeniedError(
+                    f"{credential} lacks the required scope(s): {' '.join(sorted(missing))}"
+                )
             if self._rate_limiter is not None:
-                self._rate_limiter.acquire(principal.subject)
-        except RateLimitedError:
-            self._count_failure("rate_limited")
-            raise
-        except (AuthenticationError, PermissionDeniedError, SigningKeysUnavailableError) as error:
-            self._count_failure(error.reason)
+                if key_rate is None:
+                    self._rate_limiter.acquire(principal.subject)
+                else:
+                    self._rate_limiter.acquire(
+                        ("api_key", principal.credential_id), key_rate, holder="this API key"
+                    )
+        except (
+            AuthenticationError,
+            PermissionDeniedError,
+            RateLimitedError,
+            SigningKeysUnavailableError,
+        ) as error:
+            self._count_failure(failure_reason(error))
             raise
         return principal
 
@@ -142,10 +206,63 @@ class Authenticator:
         self._metrics.auth_failures_total.labels(reason=reason).inc()
         logger.debug("request refused by auth: %s", reason)
 
-    async def _verified_principal(self, authorization_header: str | None) -> Principal:
-        if self._key_source is None:
-            return Principal(ANONYMOUS_SUBJECT, self._required_scopes)
-        token = _bearer_token(authorization_header)
+    async def _verified_principal(
+        self, authorization_header: str | None, api_key_header: str | None
+    ) -> tuple[Principal, float | None]:
+        """The caller, and its API key's own rate (None: the subject's rate applies)."""
+        if self._key_source is None and self._api_keys is None:
+            return Principal(ANONYMOUS_SUBJECT, self._required_scopes), None
+        kind, credential = self._credential(authorization_header, api_key_header)
+        if kind == "api_key":
+            return self._api_key_principal(credential)
+        return await self._jwt_principal(credential), None
+
+    def _credential(
+        self, authorization_header: str | None, api_key_header: str | None
+    ) -> tuple[Literal["jwt", "api_key"], str]:
+        """Which kind of credential the request carries, and the credential."""
+        accepts_keys = self._api_keys is not None
+        if api_key_header is not None:
+            if authorization_header:
+                raise AuthenticationError(
+                    "send one credential: 'Authorization' or 'X-API-Key', not both",
+                    reason="malformed_header",
+                )
+            if not accepts_keys:
+                raise AuthenticationError(NO_API_KEYS_MESSAGE, reason="credential_not_accepted")
+            key = api_key_header.strip()
+            if not key or " " in key:
+                raise AuthenticationError(
+                    "malformed X-API-Key header: expected one key", reason="malformed_header"
+                )
+            return "api_key", key
+        token = _bearer_token(authorization_header, accepts_keys=accepts_keys)
+        # An API-key-only server reads every bearer credential as a key.
+        if accepts_keys and (is_api_key(token) or self._key_source is None):
+            return "api_key", token
+        if is_api_key(token):
+            raise AuthenticationError(NO_API_KEYS_MESSAGE, reason="credential_not_accepted")
+        return "jwt", token
+
+    def _api_key_principal(self, key: str) -> tuple[Principal, float | None]:
+        assert self._api_keys is not None
+        found = self._api_keys.lookup(key)
+        if found is None:
+            raise AuthenticationError("API key is not valid", reason="unknown_api_key")
+        if found.entry.expired(datetime.now(UTC)):
+            raise AuthenticationError(
+                f"API key {found.name!r} has expired", reason="api_key_expired"
+            )
+        principal = Principal(
+            found.entry.subject,
+            frozenset(found.entry.scopes),
+            credential_type="api_key",
+            credential_id=found.name,
+        )
+        return principal, found.entry.rate
+
+    async def _jwt_principal(self, token: str) -> Principal:
+        assert self._key_source is not None
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -165,13 +282,14 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationError("token has no subject (sub)", reason="missing_claim")
-        scopes = _scopes(claims)
-        missing = self._required_scopes - scopes
-        if missing:
-            raise PermissionDeniedError(
-                f"token lacks the required scope(s): {' '.join(sorted(missing))}"
-            )
-        return Principal(subject, scopes, MappingProxyType(claims))
+        jti = claims.get("jti")
+        return Principal(
+            subject,
+            _scopes(claims),
+            MappingProxyType(claims),
+            credential_type="jwt",
+            credential_id=jti if isinstance(jti, str) else None,
+        )
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
         try:
@@ -202,10 +320,14 @@ class Authenticator:
             await self._key_source.aclose()
 
 
-def _bearer_token(authorization_header: str | None) -> str:
+def _bearer_token(authorization_header: str | None, *, accepts_keys: bool) -> str:
     if not authorization_header:
         error = AuthenticationError(
-            "missing bearer token: send 'Authorization: Bearer <token>'", reason="missing_token"
+            "missing credentials: send 'Authorization: Bearer <token or API key>' or "
+            "'X-API-Key: <API key>'"
+            if accepts_keys
+            else "missing bearer token: send 'Authorization: Bearer <token>'",
+            reason="missing_token",
         )
         error.headers = {"WWW-Authenticate": NO_CREDENTIALS_CHALLENGE}
         raise error
@@ -234,7 +356,7 @@ def _key_source_from_settings(settings: ServerSettings) -> tuple[KeySource, tupl
     chosen = configured_key_sources(settings)
     if len(chosen) != 1:
         raise AuthConfigurationError(
-            "KUBERANK_AUTH_MODE=jwt needs exactly one key source of "
+            f"KUBERANK_AUTH_MODE={settings.auth_mode} needs exactly one key source of "
             + ", ".join(env_var(name) for name in KEY_SOURCE_SETTINGS)
             + "; "
             + (f"got {', '.join(chosen)}" if chosen else "none is set")
@@ -267,3 +389,20 @@ def _key_source_from_settings(settings: ServerSettings) -> tuple[KeySource, tupl
         ),
         algorithms,
     )
+
+
+def _api_key_store(settings: ServerSettings) -> ApiKeyStore | None:
+    """The key file's store in the API-key modes; None (and no file expected) otherwise."""
+    if settings.auth_mode not in API_KEY_AUTH_MODES:
+        if settings.api_keys_file is not None:
+            raise AuthConfigurationError(
+                f"KUBERANK_API_KEYS_FILE is set, but KUBERANK_AUTH_MODE={settings.auth_mode} "
+                "accepts no API keys; set it to apiKey or jwtOrApiKey"
+            )
+        return None
+    if settings.api_keys_file is None:
+        raise AuthConfigurationError(
+            f"KUBERANK_AUTH_MODE={settings.auth_mode} needs KUBERANK_API_KEYS_FILE, the key "
+            f"Secret's {API_KEYS_FILE_NAME} (see `kuberank-server apikey create`)"
+        )
+    return ApiKeyStore(settings.api_keys_file, reload_seconds=settings.api_keys_reload_seconds)

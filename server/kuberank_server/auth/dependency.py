@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from kuberank_server.auth.authenticator import Authenticator, Principal
+from kuberank_server.auth.authenticator import Authenticator, Principal, failure_reason
+from kuberank_server.errors import KuberankError
+
+API_KEY_HEADER = "x-api-key"
 
 
 async def require_principal(request: Request) -> Principal:
-    """The verified caller, via the app's `state.authenticator`; records the subject (never
-    the token) on `request.state.subject` for the request log line."""
+    """The verified caller, via the app's `state.authenticator`.
+
+    Records who called on `request.state` for the request log and the audit record: the
+    subject, the credential's type and id (a JWT's `jti` or an API key's name), or why auth
+    refused the request; never the credential itself."""
     authenticator: Authenticator = request.app.state.authenticator
-    principal = await authenticator.authenticate(request.headers.get("authorization"))
-    request.state.subject = principal.subject
-    return principal
+
+    def identified(principal: Principal) -> None:
+        request.state.subject = principal.subject
+        request.state.credential_type = principal.credential_type
+        request.state.credential_id = principal.credential_id
+
+    try:
+        return await authenticator.authenticate(
+            request.headers.get("authorization"),
+            request.headers.get(API_KEY_HEADER),
+            identified=identified,
+        )
+    except KuberankError as error:
+        request.state.auth_failure = failure_reason(error)
+        raise
