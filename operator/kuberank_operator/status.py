@@ -242,6 +242,19 @@ def _rollout_problem(deployment: dict[str, Any]) -> Problem | None:
     return None
 
 
+def status_view(child: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The parts of a Deployment or HPA that `compute_status` reads: what the operator keeps
+    per service for pod events (a whole Deployment is some 30 kB in memory)."""
+    if child is None:
+        return None
+    meta = child.get("metadata", {})
+    return {
+        "metadata": {"name": meta.get("name"), "generation": meta.get("generation")},
+        "spec": {"minReplicas": child.get("spec", {}).get("minReplicas")},
+        "status": child.get("status", {}),
+    }
+
+
 def compute_status(
     *,
     previous: dict[str, Any],

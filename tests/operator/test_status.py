@@ -26,6 +26,7 @@ from kuberank_operator.status import (
     degraded_only,
     diagnose_pods,
     pod_report,
+    status_view,
     transitions,
 )
 from kuberank_server.engine.parallelism import ParallelismError, check_tensor_split
@@ -261,6 +262,23 @@ def test_a_surge_pod_starting_leaves_a_served_service_ready_but_a_stuck_one_show
     ready_condition = condition_of(current, "Ready")
     assert (ready_condition["status"], ready_condition["reason"]) == ("True", "Unschedulable")
     assert condition_of(current, "Degraded")["status"] == "True"
+
+
+def test_the_view_kept_for_pod_events_gives_the_same_status() -> None:
+    live = deployment(replicas=2, readyReplicas=1, updatedReplicas=2) | {
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "server"}]}}}
+    }
+    hpa = {"spec": {"minReplicas": 2, "maxReplicas": 4}, "status": {"desiredReplicas": 2}}
+    pods = [report("a", **ready(IMAGE)), report("b", **starting(IMAGE, "2026-01-01T00:04:00Z"))]
+    whole = status_of(deployment=live, autoscaler=hpa, pods=pods, now=NOW)
+    kept = status_of(deployment=status_view(live), autoscaler=status_view(hpa), pods=pods, now=NOW)
+
+    def timeless(status: dict[str, Any]) -> dict[str, Any]:
+        conditions = [{**c, "lastTransitionTime": None} for c in status["conditions"]]
+        return status | {"conditions": conditions}
+
+    assert timeless(kept) == timeless(whole)
+    assert status_view(None) is None
 
 
 def test_a_ready_pod_counts_before_the_deployment_does() -> None:

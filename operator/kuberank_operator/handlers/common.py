@@ -22,6 +22,7 @@ from kuberank_operator.status import (
     Problem,
     compute_status,
     degraded_only,
+    status_view,
     transitions,
 )
 
@@ -113,7 +114,9 @@ async def publish_status(
     owner = owner_of(body)
     key = (owner.namespace, owner.name)
     # What a pod event needs to recompute the status without reading the children again.
-    runtime.status_children[key] = {kind: children.get(kind) for kind in (DEPLOYMENT, AUTOSCALER)}
+    runtime.status_children[key] = {
+        kind: status_view(children.get(kind)) for kind in (DEPLOYMENT, AUTOSCALER)
+    }
     runtime.status_pods[key] = pods
     status = compute_status(
         previous=previous_status(runtime, body),
