@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
@@ -70,8 +70,9 @@ class ConnectionRecycler:
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
-                assert isinstance(transport, asyncio.Transport)
-                self._connection_key = (get_local_addr(transport), get_remote_addr(transport))
+                # uvloop's transports have asyncio.Transport's API without subclassing it.
+                tcp = cast(asyncio.Transport, transport)
+                self._connection_key = (get_local_addr(tcp), get_remote_addr(tcp))
                 recycler.open[self._connection_key] = OpenConnection(recycler.clock())
 
             def connection_lost(self, exc: Exception | None) -> None:

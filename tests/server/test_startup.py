@@ -88,18 +88,26 @@ def test_the_compile_cache_fix_is_a_vllm_plugin() -> None:
 
 @pytest.mark.engine
 async def test_a_second_start_loads_the_compile_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two engine starts on one compile cache directory: the first compiles and saves, the
-    second loads (vLLM's engine processes log to the stderr they inherit)."""
+    """Two engine starts on one compile cache directory: the first compiles and saves the
+    model; the second loads it, so it saves nothing (a failed load compiles and saves again:
+    vLLM writes a new file, atomically)."""
     monkeypatch.setenv("VLLM_CACHE_ROOT", "unused")  # restored after the test
-    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
-    outputs = []
-    for _ in ("cold", "warm"):
+
+    async def start_and_stop() -> os.stat_result:
         scorer = await Scorer.start(server_settings(compile_cache_dir=tmp_path))
         scorer.shutdown()
-        outputs.append(capfd.readouterr().err)
-    cold, warm = outputs
-    assert "saved AOT compiled function" in cold
-    assert "Directly load AOT compilation" in warm
-    assert "Compiling model again" not in warm
+        return saved_model(tmp_path)
+
+    cold = await start_and_stop()
+    warm = await start_and_stop()
+    assert (warm.st_ino, warm.st_mtime_ns) == (cold.st_ino, cold.st_mtime_ns), (
+        "the second start compiled again instead of loading the cache"
+    )
+
+
+def saved_model(cache_root: Path) -> os.stat_result:
+    """The one compiled model vLLM saved under `cache_root`."""
+    [artifact] = cache_root.glob("torch_compile_cache/torch_aot_compile/*/rank_*/model")
+    return artifact.stat()
