@@ -59,6 +59,7 @@ from benchmarks.hpa_standin import HorizontalPodAutoscaler
 from kuberank_operator.builders.deployment import PRE_STOP_SLEEP_SECONDS
 
 CONCURRENCY_METRIC = "kuberank_requests_in_progress"
+LOG_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "autoscale_bench"
 RERANK_ROUTE = "/v1/rerank"
 
 # The compressed clock (see the module docstring).
@@ -310,6 +311,7 @@ class Load:
                 response = await client.post(RERANK_ROUTE, json=body)
             except httpx.HTTPError as error:
                 self.failures[type(error).__name__] += 1
+                await asyncio.sleep(0.1)  # no hot loop while nothing answers
                 continue
             if response.status_code == 200:
                 self.answered += 1
@@ -380,13 +382,6 @@ async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
     mode_dir = log_dir / mode
     mode_dir.mkdir()
     replica_set = ReplicaSetStandIn(proxy, env, mode_dir)
-    log(f"{mode}: starting the first pod (traffic {max_requests} requests / {max_age} s)")
-    first = await replica_set.add_pod()
-    while first.ready_at is None:
-        if time.monotonic() - first.created_at > READY_TIMEOUT_SECONDS:
-            raise RuntimeError(f"{first.name} not ready; see {mode_dir}")
-        await asyncio.sleep(0.5)
-
     hpa = HorizontalPodAutoscaler(
         min_replicas=MIN_REPLICAS,
         max_replicas=MAX_REPLICAS,
@@ -394,14 +389,20 @@ async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
         scale_down_stabilization_seconds=SCALE_DOWN_STABILIZATION_SECONDS,
     )
     load = Load(f"http://127.0.0.1:{proxy.port}")
-    timeline = Timeline(time.monotonic())
     scale_downs: list[float] = []
-    await replica_set.turned_ready.get()  # the first pod, already in the endpoints
-    controller = asyncio.create_task(autoscale(replica_set, hpa, timeline, scale_downs))
     result: dict[str, Any] = {
         "traffic": {"maxRequestsPerConnection": max_requests, "maxConnectionAgeSeconds": max_age}
     }
+    controller: asyncio.Task[None] | None = None
     try:
+        log(f"{mode}: starting the first pod (traffic {max_requests} requests / {max_age} s)")
+        first = await replica_set.add_pod()
+        try:
+            await asyncio.wait_for(replica_set.turned_ready.get(), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise RuntimeError(f"{first.name} not ready; see {mode_dir}") from None
+        timeline = Timeline(time.monotonic())
+        controller = asyncio.create_task(autoscale(replica_set, hpa, timeline, scale_downs))
         load.set_callers(LOW_CALLERS)
         await asyncio.sleep(LOW_SECONDS)
         log(f"{mode}: load step {LOW_CALLERS} -> {HIGH_CALLERS} callers")
@@ -430,7 +431,8 @@ async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
         await asyncio.sleep(LOW_AFTER_SECONDS)
         result["scale_downs_in_low_phase"] = sum(1 for t in scale_downs if t >= low_from)
     finally:
-        controller.cancel()
+        if controller is not None:
+            controller.cancel()
         await load.stop()
         await replica_set.delete_all()
         await proxy.stop()
@@ -452,11 +454,12 @@ async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
 
 async def main_async() -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="kuberank-autoscale-") as tmp:
-        cache_dir, log_dir = Path(tmp) / "compile-cache", Path(tmp) / "logs"
-        log_dir.mkdir()
+    log_dir = LOG_DIR / time.strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True)
+    log(f"server logs in {log_dir}")
+    with tempfile.TemporaryDirectory(prefix="kuberank-compile-cache-") as cache_dir:
         for mode in MODES:
-            results[mode] = await run_mode(mode, cache_dir, log_dir)
+            results[mode] = await run_mode(mode, Path(cache_dir), log_dir)
             log(f"{mode}: {json.dumps(results[mode])}")
     summary: dict[str, Any] = {
         key: {mode: results[mode].get(key) for mode in MODES}
