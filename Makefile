@@ -71,10 +71,11 @@ test: setup tools ## set up, then run the whole test suite
 	$(PY) -m pytest
 
 .PHONY: bench
-bench: setup ## benchmarks: operator vs emulator, JWT verification, our server vs vllm serve (JSON last line)
+bench: setup ## benchmarks: operator vs emulator, JWT verification, our server vs vllm serve, autoscaling (JSON last line)
 	$(PY) -m benchmarks.operator_bench
 	$(PY) -m benchmarks.auth_bench
 	$(PY) -m benchmarks.server_bench
+	$(PY) -m benchmarks.autoscale_bench
 
 .PHONY: lint
 lint: setup $(TOOLS)/.debian ## ruff, mypy, yamllint, hadolint

@@ -30,6 +30,7 @@ from kuberank_contract import (
     DEFAULT_REQUIRED_SCOPES,
     JWT_AUTH_MODES,
     AuthMode,
+    ConnectionRecycling,
     Dtype,
     JwtAlgorithm,
     ModelKind,
@@ -201,9 +202,10 @@ class AutoscalingSpec(SpecModel):
     target_gpu_utilization: int = Field(70, ge=1, le=100, alias="targetGPUUtilization")
     """Average GPU utilization (percent, Pods metric kuberank_gpu_utilization) the HPA aims
     for."""
-    target_requests_waiting: int | None = Field(8, ge=1)
-    """Average queued requests per pod (Pods metric kuberank_requests_waiting) the HPA aims
-    for; null drops this metric."""
+    target_concurrency: int | None = Field(16, ge=1)
+    """Average requests in progress per pod (accepted and not yet answered: queued or being
+    scored; Pods metric kuberank_requests_in_progress) the HPA aims for; null drops this metric.
+    Unlike the queue, it rises with load before the pods saturate."""
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
     """How long the HPA waits before removing replicas, so that a short lull does not drop warm
     pods."""
@@ -249,6 +251,10 @@ class AuthSpec(SpecModel):
 
 class LimitsSpec(SpecModel, RequestLimits):
     """Bounds on each request and on the load one pod accepts (the server's own settings)."""
+
+
+class TrafficSpec(SpecModel, ConnectionRecycling):
+    """Keep-alive connection recycling (the server's own settings)."""
 
 
 class ServiceSpec(SpecModel):
@@ -468,6 +474,10 @@ class RerankerSpec(SpecModel):
     """Authentication of the rerank API: JWT bearer tokens, API keys, or either."""
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     """Bounds on each request and on the load one pod accepts."""
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    """When the server closes a client's keep-alive connection (after its response, never
+    mid-request), so that callers with connection pools spread over the replicas the autoscaler
+    adds: kube-proxy balances per connection."""
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     """The Service in front of the pods."""
     tls: TlsSpec | None = None
@@ -491,9 +501,9 @@ class RerankerSpec(SpecModel):
         if self.auth.mode in API_KEY_AUTH_MODES and self.auth.api_keys is None:
             raise ValueError(API_KEYS_MESSAGE)
         self._check_parallel_flags()
-        if scaling.enabled and self.resources.gpu == 0 and scaling.target_requests_waiting is None:
+        if scaling.enabled and self.resources.gpu == 0 and scaling.target_concurrency is None:
             raise ValueError(
-                "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetRequestsWaiting,"
+                "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetConcurrency,"
                 " the only metric it has; or set autoscaling.enabled: false"
             )
         return self

@@ -30,7 +30,7 @@ def _alert_names() -> set[str]:
 def test_promtool_check_rules_accepts_the_rule_file() -> None:
     result = _promtool("check", "rules", str(RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -53,6 +53,7 @@ def test_every_alert_is_tested_firing_and_silent() -> None:
         "KuberankHighErrorRate",
         "KuberankHighLatencyP99",
         "KuberankQueueSaturated",
+        "KuberankConcurrencyAboveTarget",
         "KuberankAutoscalerAtMaxReplicas",
         "KuberankNoReadyReplicas",
         "KuberankOperatorUnavailable",

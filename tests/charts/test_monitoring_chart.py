@@ -163,6 +163,8 @@ def test_dashboard_has_every_panel_the_design_asks_for() -> None:
         "documents per request": "kuberank_documents_per_request_bucket",
         "GPU utilization": "DCGM_FI_DEV_GPU_UTIL",
         "queue depth": "kuberank_requests_waiting",
+        "requests in progress (the HPA's metric)": "kuberank_requests_in_progress",
+        "the HPA's concurrency target": 'metric_name="kuberank_requests_in_progress"',
         "replicas desired": "kube_horizontalpodautoscaler_status_desired_replicas",
         "replicas ready": "kube_deployment_status_replicas_ready",
     }
@@ -182,7 +184,7 @@ def test_adapter_values_are_generated_from_the_charts_adapter_rules() -> None:
     assert values["rules"]["default"] is False
     assert generate.ADAPTER_VALUES.read_text() == generate.adapter_values()
     names = [rule["name"]["as"] for rule in values["rules"]["custom"]]
-    assert names == ["kuberank_gpu_utilization", "kuberank_requests_waiting"]
+    assert names == ["kuberank_gpu_utilization", "kuberank_requests_in_progress"]
 
 
 def test_upstream_values_wire_the_pieces_together() -> None:
@@ -231,5 +233,5 @@ def test_adapter_publishes_every_pods_metric_the_operators_autoscaler_reads() ->
     read = {metric["pods"]["metric"]["name"] for metric in autoscaler["spec"]["metrics"]}
     assert {metric["type"] for metric in autoscaler["spec"]["metrics"]} == {"Pods"}
     published = {rule["name"]["as"] for rule in yaml.safe_load(ADAPTER_RULES_FILE.read_text())}
-    assert read == {"kuberank_gpu_utilization", "kuberank_requests_waiting"}
+    assert read == {"kuberank_gpu_utilization", "kuberank_requests_in_progress"}
     assert read <= published

@@ -6,20 +6,25 @@ Prometheus (Debian's binary) scrapes, every second:
 - a stand-in for NVIDIA's DCGM exporter (no GPU here): a prometheus-client server publishing
   DCGM_FI_DEV_GPU_UTIL with the exporter's labels, scraped with honor_labels false under the
   exporter pod's own target labels, exactly as the chart's ServiceMonitor does;
-- a stand-in for kube-state-metrics (no cluster here) with the two replica series the
-  dashboard reads.
+- a stand-in for kube-state-metrics (no cluster here) with the replica series and the HPA's
+  concurrency target that the dashboard and rules read.
 It also evaluates the chart's recording rules. After a little traffic, every dashboard query
 and both prometheus-adapter queries (rendered with the adapter's template semantics) must
 return series for the right pod, and the adapter's GPU value for a pod at 90 % on two GPUs
-must be 90, what the HPA compares with targetGPUUtilization.
+must be 90, what the HPA compares with targetGPUUtilization. While callers hold requests
+open on the server, the adapter's kuberank_requests_in_progress for the pod is the server's
+own gauge, about the number of callers, and the HPA algorithm (benchmarks.hpa_standin, the
+documented formula) turns it into the replica count the operator's HPA asks for.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from benchmarks.hpa_standin import HorizontalPodAutoscaler
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tests.charts.rendering import MONITORING_CHART
 from tests.support import LiveServer, free_port
@@ -105,6 +111,12 @@ def fake_kube_state_metrics() -> Iterator[Exporter]:
         ["namespace", "deployment"],
         registry=registry,
     ).labels(NAMESPACE, SERVICE).set(1)
+    Gauge(
+        "kube_horizontalpodautoscaler_spec_target_metric",
+        "HPA metric targets",
+        ["namespace", "horizontalpodautoscaler", "metric_name", "metric_target_type"],
+        registry=registry,
+    ).labels(NAMESPACE, SERVICE, "kuberank_requests_in_progress", "average").set(16)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     yield Exporter(f"127.0.0.1:{port}", registry)
@@ -163,9 +175,12 @@ class Prometheus:
         self.moment: float | None = None
 
     def query(self, promql: str) -> list[dict[str, Any]]:
+        return self.query_at(promql, self.moment)
+
+    def query_at(self, promql: str, moment: float | None) -> list[dict[str, Any]]:
         params: dict[str, str | float] = {"query": promql}
-        if self.moment is not None:
-            params["time"] = self.moment
+        if moment is not None:
+            params["time"] = moment
         response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
         body = response.json()
         assert response.status_code == 200 and body["status"] == "success", (promql, body)
@@ -372,7 +387,7 @@ def test_adapter_renderer_matches_the_adapters_own_shape() -> None:
     assert render_adapter_query(rule, "a", ["x", "y"]) == 'sum(m{ns="a",p=~"x|y"}) by (p)'
 
 
-@pytest.mark.parametrize("metric", ["kuberank_gpu_utilization", "kuberank_requests_waiting"])
+@pytest.mark.parametrize("metric", ["kuberank_gpu_utilization", "kuberank_requests_in_progress"])
 def test_adapter_discovers_the_series_and_maps_them_to_the_reranker_pod(
     scraped: Prometheus,
     metric: str,
@@ -388,7 +403,7 @@ def test_adapter_discovers_the_series_and_maps_them_to_the_reranker_pod(
     assert (NAMESPACE, RERANKER_POD) in found
 
 
-@pytest.mark.parametrize("metric", ["kuberank_gpu_utilization", "kuberank_requests_waiting"])
+@pytest.mark.parametrize("metric", ["kuberank_gpu_utilization", "kuberank_requests_in_progress"])
 def test_adapter_query_returns_one_value_per_requested_pod(
     scraped: Prometheus, metric: str
 ) -> None:
@@ -415,11 +430,120 @@ def test_adapter_gives_the_hpa_90_for_a_pod_at_90_percent_on_two_gpus(scraped: P
     assert recorded["metric"]["namespace"] == NAMESPACE and float(recorded["value"][1]) == 90.0
 
 
-def test_adapter_requests_waiting_is_the_servers_gauge(scraped: Prometheus) -> None:
-    rule = _adapter_rule("kuberank_requests_waiting")
-    (series,) = scraped.query(render_adapter_query(rule, NAMESPACE, [RERANKER_POD]))
-    (raw,) = scraped.query(f'kuberank_requests_waiting{{pod="{RERANKER_POD}"}}')
+CALLERS = 6  # concurrent callers holding requests open during the load below
+HELD_DOCUMENTS = 48  # documents per request: each takes a while on the CPU engine
+
+
+@dataclass
+class UnderLoad:
+    """Prometheus queried at a moment when CALLERS callers kept requests open on the server."""
+
+    prometheus: Prometheus
+    moment: float
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        return self.prometheus.query_at(promql, self.moment)
+
+
+@pytest.fixture(scope="module")
+def under_load(scraped: Prometheus, live_server: LiveServer) -> Iterator[UnderLoad]:
+    """CALLERS closed-loop callers (each sends its next request when the last is answered)
+    until Prometheus has scraped the gauge at CALLERS - 1 or more, i.e. during the load."""
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def caller(number: int) -> None:
+        documents = [
+            f"document {number}-{i} about the capital of France" for i in range(HELD_DOCUMENTS)
+        ]
+        with httpx.Client(base_url=live_server.url, timeout=120) as client:
+            while not stop.is_set():
+                response = client.post(
+                    "/v1/rerank",
+                    headers=live_server.headers(),
+                    json={"query": "What is the capital of France?", "documents": documents},
+                )
+                if response.status_code != 200:
+                    failures.append(response.text)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        # A moment when the scraped gauge and the recording rule evaluated on it both show
+        # the callers' requests (the rule runs on its own schedule, after the scrape).
+        scraped_high = f'kuberank_requests_in_progress{{pod="{RERANKER_POD}"}} >= {CALLERS - 1}'
+        recorded_high = f'kuberank:requests_in_progress:avg{{service="{SERVICE}"}} >= {CALLERS - 1}'
+        deadline = time.monotonic() + 60
+        while True:
+            moment = time.time()
+            if scraped.query_at(scraped_high, moment) and scraped.query_at(recorded_high, moment):
+                break
+            assert time.monotonic() < deadline, "the gauge never rose with the callers"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert failures == []
+    yield UnderLoad(scraped, moment)
+
+
+def test_adapter_in_progress_is_the_servers_gauge_and_rises_with_callers(
+    under_load: UnderLoad,
+) -> None:
+    rule = _adapter_rule("kuberank_requests_in_progress")
+    (series,) = under_load.query(render_adapter_query(rule, NAMESPACE, [RERANKER_POD]))
+    (raw,) = under_load.query(f'kuberank_requests_in_progress{{pod="{RERANKER_POD}"}}')
+    assert series["metric"] == {"pod": RERANKER_POD}
     assert series["value"][1] == raw["value"][1]
+    # Every caller's request is accepted and unanswered (queued or scored) most of the time;
+    # none of them waits beyond maxConcurrentRequests, so the old queue metric reads 0.
+    assert CALLERS - 1 <= float(series["value"][1]) <= CALLERS
+    (waiting,) = under_load.query(f'kuberank_requests_waiting{{pod="{RERANKER_POD}"}}')
+    assert float(waiting["value"][1]) == 0
+
+
+def test_hpa_arithmetic_on_the_adapters_value(under_load: UnderLoad) -> None:
+    """The HPA the operator builds for a CPU service with targetConcurrency 2, fed the
+    adapter's value for its one pod: desiredReplicas = ceil(1 x value / 2) = 3 (5 or 6
+    callers' requests in progress), which the stand-in HPA computes as the controller does."""
+    from kuberank_operator.builders.autoscaler import build_autoscaler
+    from kuberank_operator.builders.common import Owner
+    from kuberank_operator.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "model": {"name": "m"},
+            "auth": {"mode": "disabled"},
+            "resources": {"gpu": 0},
+            "autoscaling": {"targetConcurrency": 2, "maxReplicas": 4},
+        }
+    )
+    hpa_spec = build_autoscaler(Owner(SERVICE, NAMESPACE, "uid-1"), spec)["spec"]
+    targets = {
+        metric["pods"]["metric"]["name"]: float(metric["pods"]["target"]["averageValue"])
+        for metric in hpa_spec["metrics"]
+    }
+    assert targets == {"kuberank_requests_in_progress": 2.0}
+    rule = _adapter_rule("kuberank_requests_in_progress")
+    (series,) = under_load.query(render_adapter_query(rule, NAMESPACE, [RERANKER_POD]))
+    value = float(series["value"][1])
+    hpa = HorizontalPodAutoscaler(
+        min_replicas=hpa_spec["minReplicas"],
+        max_replicas=hpa_spec["maxReplicas"],
+        targets=targets,
+        scale_down_stabilization_seconds=hpa_spec["behavior"]["scaleDown"][
+            "stabilizationWindowSeconds"
+        ],
+    )
+    desired = hpa.desired_replicas(0, 1, {"kuberank_requests_in_progress": {RERANKER_POD: value}})
+    assert desired == math.ceil(1 * value / 2) == 3
+    # The recorded average the alert compares with the HPA's target (from kube-state-metrics)
+    (average,) = under_load.query(f'kuberank:requests_in_progress:avg{{service="{SERVICE}"}}')
+    (target,) = under_load.query(f'kuberank:requests_in_progress:hpa_target{{service="{SERVICE}"}}')
+    assert CALLERS - 1 <= float(average["value"][1]) <= CALLERS
+    assert float(target["value"][1]) == 16.0
 
 
 def _recording_rules() -> list[str]:

@@ -30,7 +30,7 @@ from kuberank_operator.builders import (
     desired_children,
 )
 from kuberank_operator.builders.common import Owner
-from kuberank_operator.builders.deployment import server_env
+from kuberank_operator.builders.deployment import COMPILE_CACHE_DIR, server_env
 from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import InvalidSpecError, parse_spec
@@ -386,15 +386,19 @@ def test_gpu_pod_scheduling_and_lifecycle() -> None:
 
 
 def test_cpu_pod_uses_the_cpu_image_and_no_gpu() -> None:
-    made = children({**SPECS["cpu"], "autoscaling": {"targetRequestsWaiting": 4}})
+    made = children({**SPECS["cpu"], "autoscaling": {"targetConcurrency": 4}})
     deployment, autoscaler = made[DEPLOYMENT], made[AUTOSCALER]
     assert deployment is not None and autoscaler is not None
     server = container(deployment)
     assert server["image"] == SETTINGS.cpu_image
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     assert deployment["spec"]["template"]["spec"]["tolerations"] == []
-    assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == [
-        "kuberank_requests_waiting"
+    # No GPU metric: requests in progress per pod is the CPU pod's only signal.
+    assert [m["pods"] for m in autoscaler["spec"]["metrics"]] == [
+        {
+            "metric": {"name": "kuberank_requests_in_progress"},
+            "target": {"type": "AverageValue", "averageValue": "4"},
+        }
     ]
 
 
@@ -409,10 +413,14 @@ def test_autoscaler_metrics_and_window() -> None:
         m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"]
         for m in autoscaler["spec"]["metrics"]
     }
-    assert targets == {"kuberank_gpu_utilization": "60", "kuberank_requests_waiting": "8"}
+    # GPU utilization first (a reranker's duty cycle), then concurrency at its default.
+    assert list(targets.items()) == [
+        ("kuberank_gpu_utilization", "60"),
+        ("kuberank_requests_in_progress", "16"),
+    ]
     assert autoscaler["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
-    no_queue = {**SPECS["cache-on"], "autoscaling": {"targetRequestsWaiting": None}}
-    autoscaler = children(no_queue)[AUTOSCALER]
+    gpu_only = {**SPECS["cache-on"], "autoscaling": {"targetConcurrency": None}}
+    autoscaler = children(gpu_only)[AUTOSCALER]
     assert autoscaler is not None
     assert [m["pods"]["metric"]["name"] for m in autoscaler["spec"]["metrics"]] == [
         "kuberank_gpu_utilization"
@@ -437,6 +445,70 @@ def test_cache_is_a_claim_mounted_as_hf_home() -> None:
     hf_home = next(e["value"] for e in container(deployment)["env"] if e["name"] == "HF_HOME")
     assert {"name": "model-cache", "mountPath": hf_home} in container(deployment)["volumeMounts"]
     assert children(SPECS["cpu"])[CACHE_CLAIM] is None
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container(deployment)["env"]}
+
+
+def _mount_path_of(deployment: dict[str, Any], path: str) -> tuple[str, str]:
+    """(volume, path inside it) of a file path in the server container."""
+    mounts = container(deployment)["volumeMounts"]
+    mount = max(
+        (m for m in mounts if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
+        key=lambda m: len(m["mountPath"]),
+    )
+    return mount["name"], path.removeprefix(mount["mountPath"]).lstrip("/")
+
+
+def test_compile_cache_is_on_the_model_cache_claim_shared_by_the_pods() -> None:
+    """The server points vLLM's VLLM_CACHE_ROOT (torch.compile, inductor and Triton artifacts)
+    at KUBERANK_COMPILE_CACHE_DIR: with model.cache that is a subdirectory of the service's
+    claim, which every pod of the service mounts, so a second pod loads the first one's
+    artifacts instead of compiling again."""
+    deployment = children(SPECS["cache-on"])[DEPLOYMENT]
+    assert deployment is not None
+    env = _env(deployment)
+    volume, subdirectory = _mount_path_of(deployment, env["KUBERANK_COMPILE_CACHE_DIR"] or "")
+    assert (volume, subdirectory) == ("model-cache", "vllm")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[volume]["persistentVolumeClaim"] == {"claimName": "ranker"}
+    # Not the weights' directory (HF_HOME/hub): the two caches never collide.
+    assert _mount_path_of(deployment, env["HF_HOME"] or "") == ("model-cache", "")
+    # Without a claim the same path is on the pod's emptyDir: no sharing, but a restarted
+    # container (OOM, crash) still finds its kernels.
+    no_claim = children(SPECS["cpu"])[DEPLOYMENT]
+    assert no_claim is not None
+    assert (
+        _mount_path_of(no_claim, _env(no_claim)["KUBERANK_COMPILE_CACHE_DIR"] or "")[0]
+        == "model-cache"
+    )
+    no_claim_volumes = {v["name"]: v for v in no_claim["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in no_claim_volumes["model-cache"]
+
+
+def test_traffic_becomes_the_servers_connection_recycling(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = children(SPECS["cpu"])[DEPLOYMENT]
+    assert default is not None
+    env = _env(default)
+    assert (
+        env["KUBERANK_MAX_REQUESTS_PER_CONNECTION"],
+        env["KUBERANK_MAX_CONNECTION_AGE_SECONDS"],
+    ) == (
+        "1000",
+        "60",
+    )
+    spec = {
+        **SPECS["cpu"],
+        "traffic": {"maxRequestsPerConnection": 50, "maxConnectionAgeSeconds": 0},
+    }
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    for variable in container(deployment)["env"]:
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    settings = ServerSettings()
+    assert (settings.max_requests_per_connection, settings.max_connection_age_seconds) == (50, 0)
+    assert str(settings.compile_cache_dir) == COMPILE_CACHE_DIR
 
 
 def test_monitoring_off_and_public_key_file() -> None:

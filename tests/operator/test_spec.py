@@ -10,6 +10,7 @@ import celpy
 import jsonschema
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from kuberank_operator.spec import InvalidSpecError, RerankerSpec, parse_spec
 
@@ -274,13 +275,56 @@ def test_there_is_a_gpu_and_a_cpu_sample() -> None:
     ("spec", "message"),
     [
         ({"model": {"name": "m"}, "auth": HS_KEY, "image": "Bad Image"}, r"spec\.image"),
-        ({"model": {"name": "m"}, "auth": HS_KEY, "resources": {"gpu": 0}}, "CPU pod"),
+        (
+            {
+                "model": {"name": "m"},
+                "auth": HS_KEY,
+                "resources": {"gpu": 0},
+                "autoscaling": {"targetConcurrency": None},
+            },
+            r"CPU pod \(resources\.gpu: 0\) needs autoscaling\.targetConcurrency",
+        ),
+        (
+            {"model": {"name": "m"}, "auth": HS_KEY, "autoscaling": {"targetConcurrency": 0}},
+            r"spec\.autoscaling\.targetConcurrency: Input should be greater than or equal to 1",
+        ),
+        (
+            {"model": {"name": "m"}, "auth": HS_KEY, "traffic": {"maxRequestsPerConnection": -1}},
+            r"spec\.traffic\.maxRequestsPerConnection: Input should be greater than or equal to 0",
+        ),
+        (
+            {"model": {"name": "m"}, "auth": HS_KEY, "traffic": {"maxConnectionAgeSeconds": -1}},
+            r"spec\.traffic\.maxConnectionAgeSeconds: Input should be greater than or equal to 0",
+        ),
+        (
+            {"model": {"name": "m"}, "auth": HS_KEY, "autoscaling": {"targetRequestsWaiting": 8}},
+            r"spec\.autoscaling\.targetRequestsWaiting: Extra inputs",
+        ),
         ({"model": {"name": "m"}, "auth": HS_KEY, "replicaz": 2}, r"spec\.replicaz: Extra inputs"),
         ({"auth": HS_KEY}, r"spec\.model: Field required"),
     ],
 )
 def test_bad_specs_get_a_message_naming_the_field(spec: dict[str, Any], message: str) -> None:
-    if "resources" in spec:
-        spec["autoscaling"] = {"targetRequestsWaiting": None}
     with pytest.raises(InvalidSpecError, match=message):
         parse_spec(spec)
+
+
+def test_cpu_pods_scale_on_concurrency_and_may_turn_autoscaling_off() -> None:
+    cpu = {"model": {"name": "m"}, "auth": HS_KEY, "resources": {"gpu": 0}}
+    assert parse_spec(cpu).autoscaling.target_concurrency == 16
+    off = {**cpu, "autoscaling": {"enabled": False, "targetConcurrency": None}}
+    assert parse_spec(off).autoscaling.enabled is False
+
+
+def test_traffic_defaults_are_the_servers() -> None:
+    """spec.traffic and the server's settings share one model (kuberank_contract): the CRD's
+    defaults and bounds are the server's."""
+    from kuberank_contract import ConnectionRecycling
+
+    traffic = SCHEMA["properties"]["spec"]["properties"]["traffic"]["properties"]
+    for name, field in ConnectionRecycling.model_fields.items():
+        crd_field = traffic[field.alias or to_camel(name)]
+        assert crd_field["default"] == field.default, name
+        assert crd_field["description"] == field.description, name
+        (bound,) = (item.ge for item in field.metadata if hasattr(item, "ge"))
+        assert crd_field["minimum"] == bound == 0, name  # 0 turns that trigger off

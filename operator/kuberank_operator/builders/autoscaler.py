@@ -8,7 +8,9 @@ from kuberank_operator.builders.common import Owner, metadata
 from kuberank_operator.spec import RerankerSpec
 
 GPU_UTILIZATION_METRIC = "kuberank_gpu_utilization"
-REQUESTS_WAITING_METRIC = "kuberank_requests_waiting"
+# Requests accepted and not yet answered (queued or scored), per pod: it rises with load well
+# before latency or the queue beyond maxConcurrentRequests do.
+CONCURRENCY_METRIC = "kuberank_requests_in_progress"
 
 
 def _pods_metric(name: str, average: int) -> dict[str, Any]:
@@ -26,8 +28,8 @@ def build_autoscaler(owner: Owner, spec: RerankerSpec) -> dict[str, Any]:
     metrics = []
     if spec.resources.gpu > 0:
         metrics.append(_pods_metric(GPU_UTILIZATION_METRIC, scaling.target_gpu_utilization))
-    if scaling.target_requests_waiting is not None:
-        metrics.append(_pods_metric(REQUESTS_WAITING_METRIC, scaling.target_requests_waiting))
+    if scaling.target_concurrency is not None:
+        metrics.append(_pods_metric(CONCURRENCY_METRIC, scaling.target_concurrency))
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",

@@ -20,6 +20,10 @@ from kuberank_operator.spec import TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, RerankerSp
 
 CONTAINER_NAME = "server"
 CACHE_MOUNT = "/var/cache/kuberank"
+# vLLM's compile cache (torch.compile, inductor and Triton artifacts) beside the weights: on a
+# PersistentVolumeClaim a second pod of the service loads them instead of compiling again;
+# on the emptyDir they still survive a container restart.
+COMPILE_CACHE_DIR = f"{CACHE_MOUNT}/vllm"
 PUBLIC_KEY_DIR = "/etc/kuberank/jwt"
 TLS_DIR = "/etc/kuberank/tls"
 # A directory mount, never subPath: kubelet updates only those when the Secret changes.
@@ -93,7 +97,10 @@ def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str,
         "MAX_CONCURRENT_REQUESTS": limits.max_concurrent_requests,
         "MAX_QUEUED_REQUESTS": limits.max_queued_requests,
         "MAX_QUEUE_WAIT_SECONDS": limits.max_queue_wait_seconds,
+        "MAX_REQUESTS_PER_CONNECTION": spec.traffic.max_requests_per_connection,
+        "MAX_CONNECTION_AGE_SECONDS": spec.traffic.max_connection_age_seconds,
         "DRAIN_TIMEOUT_SECONDS": settings.drain_timeout_seconds,
+        "COMPILE_CACHE_DIR": COMPILE_CACHE_DIR,
     }
     if auth.mode != "disabled":
         values["JWT_REQUIRED_SCOPES"] = auth.required_scopes  # JWTs and API keys alike
