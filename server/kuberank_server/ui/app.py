@@ -15,14 +15,12 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr
 
+from kuberank_contract import DEFAULT_INSTRUCTION
 from kuberank_server.ui.client import PlaygroundError, build_request, rerank
 from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 from kuberank_server.ui.rendering import RESULT_CSS, render_error, render_ranking
 
-QWEN3_INSTRUCTION_HINT = (
-    "Qwen3-Reranker only, e.g. Given a web search query, retrieve relevant passages "
-    "that answer the query"
-)
+QWEN3_INSTRUCTION_HINT = f"Qwen3-Reranker only, e.g. {DEFAULT_INSTRUCTION}"
 
 
 RankHandler = Callable[[str, str, str, str, float | None, str], str]
