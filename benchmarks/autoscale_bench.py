@@ -56,6 +56,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import free_port
 
 from benchmarks.hpa_standin import HorizontalPodAutoscaler
+from benchmarks.server_bench import SENTENCES
 from kuberank_operator.builders.deployment import PRE_STOP_SLEEP_SECONDS
 
 CONCURRENCY_METRIC = "kuberank_requests_in_progress"
@@ -83,15 +84,6 @@ SHARE_WINDOW_SECONDS = 30.0
 LOW_AFTER_SECONDS = 45.0
 READY_TIMEOUT_SECONDS = 600.0  # engine start is ~35 s alone, minutes on a busy machine
 REQUEST_TIMEOUT_SECONDS = 60.0
-
-SENTENCES = (
-    "Using indexes can speed up queries",
-    "Regularly cleaning unused data improves IO efficiency",
-    "Choosing the right data structure is key to algorithm design",
-    "Caching hot data effectively reduces database pressure",
-    "Query planners estimate the cost of each join order",
-    "Archiving cold rows keeps tables small and scans fast",
-)
 
 
 def log(message: str) -> None:
