@@ -9,8 +9,8 @@ import secrets
 import shlex
 import threading
 import time
+import urllib.request
 
-import httpx
 from pydantic import SecretStr
 
 from kuberank_contract import JWT_AUTH_MODES
@@ -49,15 +49,22 @@ def print_dev_curl_when_ready(settings: ServerSettings) -> None:
         url = f"http://{settings.host}:{settings.port}"
         deadline = time.monotonic() + _DEV_READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    print(dev_curl(settings, url), flush=True)
-                    return
-            except httpx.TransportError:
-                pass
+            if _is_ready(url):
+                print(dev_curl(settings, url), flush=True)
+                return
             time.sleep(0.5)
 
     threading.Thread(target=wait_then_print, name="dev-curl", daemon=True).start()
+
+
+def _is_ready(url: str) -> bool:
+    """`/ready` answers 200. urllib, not httpx: httpx logs every request at INFO, which made
+    these polls about a hundred lines of the newcomer's `make run`."""
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310 (http://)
+            return bool(response.status == 200)
+    except OSError:  # refused while uvicorn starts; HTTPError (503) while the engine loads
+        return False
 
 
 def dev_curl(settings: ServerSettings, url: str) -> str:

@@ -204,7 +204,9 @@ class Scorer:
             async with phases.phase("download", f"downloading {choice.path} from the hub"):
                 await asyncio.to_thread(download_model, choice.path, settings.revision)
         engine_args = build_engine_args(settings, choice)
-        doing = f"starting the vLLM engine ({choice.path}, {choice.kind}, {_devices(settings)})"
+        doing = (
+            f"starting the vLLM engine ({choice.served_name}, {choice.kind}, {_devices(settings)})"
+        )
         async with phases.phase("engine", doing):
             # Weights, compilation, warm-up: seconds of blocking work, off the event loop.
             engine = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args)
