@@ -49,14 +49,18 @@ class CelRule(TypedDict):
     fieldPath: NotRequired[str]
 
 
+# The resource's models (spec and status): camelCase names as the API has them, and field
+# docstrings as the CRD's descriptions (what `kubectl explain` shows).
+RESOURCE_MODEL_CONFIG = ConfigDict(
+    alias_generator=to_camel,
+    populate_by_name=True,
+    extra="forbid",
+    use_attribute_docstrings=True,
+)
+
+
 class SpecModel(BaseModel):
-    # Field docstrings are the CRD's descriptions (what `kubectl explain` shows).
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-    )
+    model_config = RESOURCE_MODEL_CONFIG
     # CEL rules the API server checks on this object (generated into the CRD); the model's
     # own validators check the same rules for the operator, in the same words.
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field
+
+from kuberank_operator.spec import RESOURCE_MODEL_CONFIG
 
 
 class StatusModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-    )
+    model_config = RESOURCE_MODEL_CONFIG
 
 
 class Condition(StatusModel):
