@@ -22,7 +22,7 @@ from kuberank_server.auth.api_keys import ApiKeyEntry, ApiKeyStore, key_digest, 
 from kuberank_server.auth.authenticator import Authenticator
 from kuberank_server.auth.keys import StaticKey, VerificationKey
 from kuberank_server.auth.tokens import mint_token
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.observability.metrics import ServerMetrics
 
 # A throwaway key, long enough (66 bytes) for every HS* algorithm.
 BENCH_SECRET = b"kuberank-bench-secret-" * 3

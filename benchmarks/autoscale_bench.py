@@ -199,7 +199,7 @@ class ReplicaSetStandIn:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "kuberank_server.cli",
+            "kuberank_server.commands.cli",
             "serve",
             "--host",
             "127.0.0.1",

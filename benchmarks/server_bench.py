@@ -214,7 +214,7 @@ def main() -> None:
     token = mint_token(key=BENCH_SECRET, subject="bench", ttl_seconds=3600)
     ours = bench_server(
         "kuberank",
-        [sys.executable, "-m", "kuberank_server.cli", "serve", "--host", "127.0.0.1",
+        [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--metrics-port", "0", "--log-level", "warning",
          "--gpu-memory-utilization", "0.2", "--max-concurrent-requests", "64"],
         engine_env() | {"KUBERANK_JWT_SECRET": BENCH_SECRET},

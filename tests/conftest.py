@@ -67,7 +67,7 @@ def live_server(artifacts_dir: Path) -> Iterator[LiveServer]:
             [
                 sys.executable,
                 "-m",
-                "kuberank_server.cli",
+                "kuberank_server.commands.cli",
                 "serve",
                 "--host",
                 "127.0.0.1",

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from kuberank_contract import JWT_ALGORITHMS, RequestLimits, env_var
 from kuberank_server.auth.algorithms import SUPPORTED_ALGORITHMS
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 CRD_PATH = Path(__file__).parents[2] / "operator/kuberank_operator/crd/rerankerservices.yaml"
 CRD = yaml.safe_load(CRD_PATH.read_text())

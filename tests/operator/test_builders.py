@@ -35,7 +35,7 @@ from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import InvalidSpecError, parse_spec
 from kuberank_server.engine.scorer import build_engine_args, choose_model
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
 SETTINGS = OperatorSettings()

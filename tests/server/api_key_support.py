@@ -19,13 +19,13 @@ import uvicorn
 from fastapi import FastAPI
 from tests.support import free_port
 
-from kuberank_server.audit import AUDIT_LOGGER
+from kuberank_server.observability.audit import AUDIT_LOGGER
 
 
 def create_key(*args: str) -> tuple[str, dict[str, Any]]:
     """(key, {name: entry}) from `kuberank-server apikey create ARGS`, run as a user would."""
     result = subprocess.run(
-        [sys.executable, "-m", "kuberank_server.cli", "apikey", "create", *args],
+        [sys.executable, "-m", "kuberank_server.commands.cli", "apikey", "create", *args],
         capture_output=True,
         text=True,
         check=True,

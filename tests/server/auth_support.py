@@ -27,8 +27,8 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from tests.support import free_port
 
 from kuberank_server.auth import Authenticator, Principal, require_principal
-from kuberank_server.errors import install_error_handlers
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.http.errors import install_error_handlers
+from kuberank_server.observability.metrics import ServerMetrics
 
 SECRET = "auth-tests-shared-secret-0123456789abcdef"
 ISSUER = "https://auth.kuberank.test"

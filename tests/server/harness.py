@@ -17,10 +17,10 @@ import uvicorn
 from fastapi import FastAPI
 from tests.support import free_port
 
-from kuberank_server.app import create_app
 from kuberank_server.auth.tokens import mint_token
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.settings import ServerSettings
+from kuberank_server.http.app import create_app
+from kuberank_server.runtime.settings import ServerSettings
 
 SECRET = "server-tests-shared-secret-0123456789abcdef"
 SEED_QUERY = "How to optimize database query performance?"

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from tests.server.harness import SEED_DOCUMENTS, SEED_QUERY, error_of, serving
 
-from kuberank_server import queue_wait
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.queue_wait import QueueWaitEstimator
+from kuberank_server.runtime import queue_wait
+from kuberank_server.runtime.queue_wait import QueueWaitEstimator
 
 
 @pytest.mark.engine

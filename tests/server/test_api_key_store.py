@@ -30,8 +30,8 @@ from kuberank_server.auth.api_keys import (
     new_api_key,
     parse_api_keys,
 )
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 
 def entry(key: str, subject: str = "client-k", **fields: Any) -> dict[str, Any]:

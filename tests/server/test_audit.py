@@ -24,10 +24,10 @@ from tests.server.auth_support import (
     sign,
 )
 
-from kuberank_server.audit import AuditTrail, RecordBudget
 from kuberank_server.auth import Authenticator
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.audit import AuditTrail, RecordBudget
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 BUDGET_PER_SECOND = 5
 
@@ -111,8 +111,8 @@ async def test_the_budget_counts_what_it_drops_and_reports_it_after_the_window()
 def test_serve_writes_audit_records_to_stdout_whatever_the_log_level() -> None:
     script = (
         "import logging\n"
-        "from kuberank_server.logging_setup import configure_logging\n"
-        "from kuberank_server.audit import audit_log\n"
+        "from kuberank_server.observability.logging_setup import configure_logging\n"
+        "from kuberank_server.observability.audit import audit_log\n"
         "configure_logging('error')\n"
         'audit_log.info(\'{"log": "audit", "n": 1}\')\n'
         "logging.getLogger('kuberank_server.requests').info('{\"request_id\": \"r\"}')\n"

@@ -40,10 +40,10 @@ from tests.server.harness import (
     server_settings,
 )
 
-from kuberank_server.app import create_app
 from kuberank_server.auth.api_keys import key_digest, new_api_key
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.http.app import create_app
+from kuberank_server.observability.metrics import ServerMetrics
 
 pytestmark = pytest.mark.engine
 

@@ -21,8 +21,8 @@ from tests.server.auth_support import (
 )
 
 from kuberank_server.auth import AuthConfigurationError, Authenticator
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ from tests.server.auth_support import (
 from tests.support import free_port
 
 from kuberank_server.auth import Authenticator
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 BURST = 50
 # Long enough that two bursts fit inside one cool-down even on a busy, shared 2-core machine.

@@ -29,8 +29,8 @@ from tests.server.auth_support import (
 )
 
 from kuberank_server.auth import Authenticator
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 
 def seconds_from_now(seconds: int) -> int:

@@ -16,9 +16,9 @@ from tests.server.auth_support import (
 
 from kuberank_server.auth import Authenticator
 from kuberank_server.auth.ratelimit import PRUNE_ABOVE_SUBJECTS, SubjectRateLimiter
-from kuberank_server.errors import RateLimitedError
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.http.errors import RateLimitedError
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 
 class FakeClock:

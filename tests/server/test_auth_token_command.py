@@ -13,8 +13,8 @@ import pytest
 from tests.server.auth_support import SECRET, private_pem, public_pem, rsa_private_key
 
 from kuberank_server.auth import Authenticator, Principal
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 ISSUER = "https://tokens.kuberank.test"
 AUDIENCE = "rerank-api"
@@ -26,7 +26,7 @@ def run_token_command(
     """The console script's entry point in a fresh process, with only `env`'s KUBERANK_*."""
     clean = {name: value for name, value in os.environ.items() if not name.startswith("KUBERANK_")}
     return subprocess.run(
-        [sys.executable, "-m", "kuberank_server.cli", "token", *args],
+        [sys.executable, "-m", "kuberank_server.commands.cli", "token", *args],
         env=clean | (env or {}),
         capture_output=True,
         text=True,

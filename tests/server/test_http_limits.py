@@ -16,8 +16,8 @@ import uvicorn
 from prometheus_client import CollectorRegistry, Counter
 from tests.support import free_port
 
-from kuberank_server.http_limits import api_server_config, start_metrics_server
-from kuberank_server.settings import ServerSettings
+from kuberank_server.http.http_limits import api_server_config, start_metrics_server
+from kuberank_server.runtime.settings import ServerSettings
 
 LIMITS = {
     "max_header_bytes": 8 * 1024,

@@ -18,7 +18,7 @@ from kuberank_server.engine.prompts import (
     format_qwen3_prompt,
 )
 from kuberank_server.engine.scorer import embedded_model_path
-from kuberank_server.errors import PayloadTooLargeError
+from kuberank_server.http.errors import PayloadTooLargeError
 
 GENEROUS = TokenLimits(max_query_tokens=2048, max_document_tokens=4096, truncate=True)
 

@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from tests.server.harness import auth_headers, error_of, server_settings
 
-from kuberank_server.app import create_app
+from kuberank_server.http.app import create_app
 
 SEED = {"query": "q", "documents": ["d"]}
 SCORING_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/v1/ranking")

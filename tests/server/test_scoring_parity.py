@@ -12,7 +12,7 @@ from tests.server.harness import SEED_DOCUMENTS, SEED_QUERY, serving
 
 from kuberank_server.engine.prompts import EngineInput, format_qwen3_prompt
 from kuberank_server.engine.scorer import Scorer, embedded_model_path
-from kuberank_server.settings import DEFAULT_INSTRUCTION
+from kuberank_server.runtime.settings import DEFAULT_INSTRUCTION
 
 pytestmark = pytest.mark.engine
 

@@ -9,11 +9,14 @@ import jwt
 import pytest
 from tests.support import free_port
 
-from kuberank_server.cli import build_parser, main
-from kuberank_server.dev_mode import dev_curl
-from kuberank_server.lifecycle import TERMINATION_MESSAGE_MAX_BYTES, write_termination_message
-from kuberank_server.serve_command import EXIT_ENGINE_FAILED, serve_settings
-from kuberank_server.settings import ServerSettings
+from kuberank_server.commands.cli import build_parser, main
+from kuberank_server.commands.dev_mode import dev_curl
+from kuberank_server.commands.serve_command import EXIT_ENGINE_FAILED, serve_settings
+from kuberank_server.runtime.lifecycle import (
+    TERMINATION_MESSAGE_MAX_BYTES,
+    write_termination_message,
+)
+from kuberank_server.runtime.settings import ServerSettings
 from kuberank_server.ui.examples import EXAMPLE_DOCUMENTS, EXAMPLE_QUERY
 
 

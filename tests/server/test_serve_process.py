@@ -150,7 +150,7 @@ def draining_server(artifacts_dir: Path) -> Iterator[LiveServer]:
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kuberank_server.cli", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--metrics-port", "0"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

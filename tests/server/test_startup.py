@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from tests.server.harness import server_settings, serving
 
-from kuberank_server import startup
-from kuberank_server.dev_mode import quiet_engine_logs
+from kuberank_server.commands.dev_mode import quiet_engine_logs
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.startup import StartupPhases, use_compile_cache
+from kuberank_server.observability import startup
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.observability.startup import StartupPhases, use_compile_cache
 
 
 @pytest.mark.engine

@@ -1,6 +1,6 @@
 """HTTPS on the API port with real certificates made here: trust, hostname, rotation.
 
-uvicorn serves with `kuberank_server.tls` exactly as `kuberank-server serve` configures it,
+uvicorn serves with `kuberank_server.http.tls` exactly as `kuberank-server serve` configures it,
 in a thread on loopback. The app behind it is a one-route stand-in (the TLS layer is what is
 under test; `test_serve_process_speaks_https_with_the_settings` runs the real server
 process with the same settings). Clients name the Service's DNS name in SNI and check it
@@ -26,9 +26,13 @@ from fastapi import FastAPI
 from tests.server.certificates import SERVICE_NAMES, Authority, KeyPair, MountedSecret
 from tests.support import engine_test_env, free_port
 
-from kuberank_server.cli import main as cli_main
-from kuberank_server.settings import ServerSettings
-from kuberank_server.tls import ReloadingCertificate, TLSConfigurationError, uvicorn_tls_options
+from kuberank_server.commands.cli import main as cli_main
+from kuberank_server.http.tls import (
+    ReloadingCertificate,
+    TLSConfigurationError,
+    uvicorn_tls_options,
+)
+from kuberank_server.runtime.settings import ServerSettings
 
 HOSTNAME = "ranker.search.svc"
 CHECK_SECONDS = 0.2
@@ -200,7 +204,7 @@ def test_a_broken_rotation_keeps_the_previous_certificate_until_fixed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     new_pair = first_ca.issue()
-    with caplog.at_level(logging.WARNING, logger="kuberank_server.tls"):
+    with caplog.at_level(logging.WARNING, logger="kuberank_server.http.tls"):
         secret.write(new_pair, key_pem=first_pair.key_pem)  # certificate and key do not match
         wait_past_check_interval()
         assert get_health(https_server, trusting(first_ca)) == (200, first_pair.fingerprint)
@@ -258,7 +262,7 @@ def test_serve_process_speaks_https_with_the_settings(
     log_path = artifacts_dir / "tls-server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kuberank_server.cli", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--metrics-port", str(metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

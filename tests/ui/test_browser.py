@@ -52,7 +52,7 @@ def playground(live_server: LiveServer, artifacts_dir: Path) -> Iterator[Playgro
             [
                 sys.executable,
                 "-m",
-                "kuberank_server.cli",
+                "kuberank_server.commands.cli",
                 "ui",
                 "--url",
                 live_server.url,

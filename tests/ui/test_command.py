@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kuberank_server.cli import build_parser
+from kuberank_server.commands.cli import build_parser
 
 
 def run_cli(*code_or_args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,7 @@ def test_flags_and_kuberank_url(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_building_the_cli_does_not_import_gradio() -> None:
     probe = run_cli(
         "-c",
-        "import sys; from kuberank_server.cli import build_parser; build_parser(); "
+        "import sys; from kuberank_server.commands.cli import build_parser; build_parser(); "
         "print('gradio' in sys.modules)",
     )
     assert probe.returncode == 0, probe.stderr
@@ -49,7 +49,7 @@ def test_the_cli_and_the_playground_client_do_not_import_vllm() -> None:
     # The UI shares the server's protocol models, which are plain pydantic.
     probe = run_cli(
         "-c",
-        "import sys; from kuberank_server.cli import build_parser; build_parser(); "
+        "import sys; from kuberank_server.commands.cli import build_parser; build_parser(); "
         "import kuberank_server.ui.client; print('vllm' in sys.modules)",
     )
     assert probe.returncode == 0, probe.stderr
@@ -60,7 +60,7 @@ def test_missing_gradio_says_which_extra_to_install() -> None:
     # A None entry in sys.modules makes `import gradio` fail as if it were not installed.
     result = run_cli(
         "-c",
-        "import sys; sys.modules['gradio'] = None; from kuberank_server.cli import main; "
+        "import sys; sys.modules['gradio'] = None; from kuberank_server.commands.cli import main; "
         "sys.exit(main(['ui']))",
     )
     assert result.returncode == 2
@@ -73,7 +73,7 @@ def test_taken_port_is_reported_in_the_commands_terms() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("-m", "kuberank_server.cli", "ui", "--port", str(port))
+        result = run_cli("-m", "kuberank_server.commands.cli", "ui", "--port", str(port))
 
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

@@ -67,7 +67,7 @@ def _from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def server_env(spec: RerankerSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """`KUBERANK_*` variables read by `kuberank_server.settings.ServerSettings`."""
+    """`KUBERANK_*` variables read by `kuberank_server.runtime.settings.ServerSettings`."""
     model, engine, auth, limits = spec.model, spec.engine, spec.auth, spec.limits
     values: dict[str, object] = {
         "MODEL": model.name,

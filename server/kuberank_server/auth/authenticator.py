@@ -35,14 +35,14 @@ from kuberank_server.auth.keys import (
     read_public_key_file,
 )
 from kuberank_server.auth.ratelimit import SubjectRateLimiter
-from kuberank_server.errors import (
+from kuberank_server.http.errors import (
     AuthenticationError,
     KuberankError,
     PermissionDeniedError,
     RateLimitedError,
 )
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from kuberank_server.auth.authenticator import Authenticator, Principal, failure_reason
-from kuberank_server.errors import KuberankError
+from kuberank_server.http.errors import KuberankError
 
 API_KEY_HEADER = "x-api-key"
 

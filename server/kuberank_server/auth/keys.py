@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from kuberank_contract import env_var
 from kuberank_server.auth.algorithms import AuthConfigurationError, key_fits_algorithm
-from kuberank_server.errors import AuthenticationError, NotReadyError
-from kuberank_server.settings import ServerSettings
+from kuberank_server.http.errors import AuthenticationError, NotReadyError
+from kuberank_server.runtime.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from kuberank_server.errors import RateLimitedError
+from kuberank_server.http.errors import RateLimitedError
 
 # Past this many tracked subjects, buckets that have refilled completely are dropped: a
 # full bucket is exactly what a new subject starts with, so forgetting it changes nothing.

@@ -18,7 +18,7 @@ from kuberank_server.auth.algorithms import (
     key_fits_algorithm,
 )
 from kuberank_server.auth.keys import configured_shared_secret, read_secret_file
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 
 def mint_token(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kuberank_server.engine.kinds import ResolvedKind
-from kuberank_server.errors import PayloadTooLargeError
+from kuberank_server.http.errors import PayloadTooLargeError
 
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "

@@ -36,9 +36,9 @@ from kuberank_server.engine.prompts import (
     TokenLimits,
     check_request_tokens,
 )
-from kuberank_server.errors import KuberankError
-from kuberank_server.settings import ServerSettings
-from kuberank_server.startup import StartupPhases, use_compile_cache
+from kuberank_server.http.errors import KuberankError
+from kuberank_server.observability.startup import StartupPhases, use_compile_cache
+from kuberank_server.runtime.settings import ServerSettings
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM

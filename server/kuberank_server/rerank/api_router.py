@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Request, Security
 from fastapi.security import HTTPBearer
 
 from kuberank_server.auth import require_principal
-from kuberank_server.errors import error_responses
+from kuberank_server.http.errors import error_responses
 from kuberank_server.rerank.protocol import (
     CohereBilledUnits,
     CohereMeta,

@@ -16,10 +16,10 @@ from fastapi import Request
 
 from kuberank_server.engine.prompts import TokenLimits, check_request_tokens
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.errors import InvalidRequestError, PayloadTooLargeError
-from kuberank_server.lifecycle import ConcurrencyLimiter
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.settings import ServerSettings
+from kuberank_server.http.errors import InvalidRequestError, PayloadTooLargeError
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.lifecycle import ConcurrencyLimiter
+from kuberank_server.runtime.settings import ServerSettings
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, make_asgi_app
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 # The application answers a stalled body first (JSON 408); the protocol closes a moment later.
 _BODY_CLOSE_GRACE_SECONDS = 1.0

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import uvicorn
 
-from kuberank_server.errors import NotReadyError, RateLimitedError
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.queue_wait import QueueWaitEstimator
+from kuberank_server.http.errors import NotReadyError, RateLimitedError
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.queue_wait import QueueWaitEstimator
 
 log = logging.getLogger("kuberank_server.serve")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     # Each subcommand module registers its own parser; imported here, lazily enough that
     # `token`, `apikey` and `ui` never import vLLM.
-    from kuberank_server import apikey_command, serve_command, token_command, ui_command
+    from kuberank_server.commands import apikey_command, serve_command, token_command, ui_command
 
     parser = argparse.ArgumentParser(prog="kuberank-server", description=__doc__)
     subcommands = parser.add_subparsers(dest="command", required=True)

@@ -16,14 +16,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kuberank_server.dev_mode import dev_settings, print_dev_curl_when_ready, quiet_engine_logs
-from kuberank_server.http_limits import api_server_config, start_metrics_server
-from kuberank_server.lifecycle import DrainingServer, write_termination_message
-from kuberank_server.logging_setup import configure_logging
-from kuberank_server.metrics import ServerMetrics, combined_registry
-from kuberank_server.settings import ServerSettings
-from kuberank_server.settings_flags import add_settings_flags, settings_from_args
-from kuberank_server.tls import TLSConfigurationError, uvicorn_tls_options
+from kuberank_server.commands.dev_mode import (
+    dev_settings,
+    print_dev_curl_when_ready,
+    quiet_engine_logs,
+)
+from kuberank_server.http.http_limits import api_server_config, start_metrics_server
+from kuberank_server.http.tls import TLSConfigurationError, uvicorn_tls_options
+from kuberank_server.observability.logging_setup import configure_logging
+from kuberank_server.observability.metrics import ServerMetrics, combined_registry
+from kuberank_server.runtime.lifecycle import DrainingServer, write_termination_message
+from kuberank_server.runtime.settings import ServerSettings
+from kuberank_server.runtime.settings_flags import add_settings_flags, settings_from_args
 
 log = logging.getLogger("kuberank_server.serve")
 
@@ -65,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dev:
         quiet_engine_logs()
 
-    from kuberank_server.app import create_app
     from kuberank_server.auth import AuthConfigurationError
+    from kuberank_server.http.app import create_app
 
     metrics = ServerMetrics()
     engine_failed = threading.Event()

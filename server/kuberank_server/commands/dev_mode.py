@@ -17,7 +17,7 @@ from kuberank_contract import JWT_AUTH_MODES
 from kuberank_server.auth.algorithms import AuthConfigurationError
 from kuberank_server.auth.keys import configured_key_sources
 from kuberank_server.auth.tokens import mint_token_from_settings
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
 _DEV_READY_TIMEOUT_SECONDS = 600

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kuberank_server.errors import (
+from kuberank_server.http.errors import (
     KuberankError,
     NotReadyError,
     PayloadTooLargeError,
@@ -30,9 +30,9 @@ from kuberank_server.errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
-from kuberank_server.heap import LARGE_BODY_BYTES, trim_soon
-from kuberank_server.lifecycle import Lifecycle
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.runtime.heap import LARGE_BODY_BYTES, trim_soon
+from kuberank_server.runtime.lifecycle import Lifecycle
 
 request_log = logging.getLogger("kuberank_server.requests")
 

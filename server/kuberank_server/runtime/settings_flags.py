@@ -11,7 +11,7 @@ import json
 from typing import get_origin
 
 from kuberank_contract import env_var
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 # Secrets never go on a command line (visible in `ps`); they come from env or files.
 NOT_FLAGS = frozenset({"jwt_secret"})

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.observability.metrics import ServerMetrics
 
 log = logging.getLogger("kuberank_server.startup")
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kuberank_server.auth.algorithms import AuthConfigurationError
 from kuberank_server.auth.tokens import mint_token_from_settings
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 EXIT_USAGE = 2
 

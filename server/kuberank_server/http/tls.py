@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from kuberank_contract import ConnectionRecycling
-from kuberank_server.metrics import ServerMetrics
+from kuberank_server.observability.metrics import ServerMetrics
 
 ConnectionKey = tuple[Any, Any]  # (server, client) exactly as uvicorn sets them in the scope
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from kuberank_server.audit import AUDIT_LOGGER
+from kuberank_server.observability.audit import AUDIT_LOGGER
 
 
 def configure_logging(level: str) -> None:

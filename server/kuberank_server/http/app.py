@@ -16,24 +16,24 @@ from typing import Any
 from fastapi import FastAPI
 
 from kuberank_server import __version__
-from kuberank_server.audit import AuditTrail
 from kuberank_server.auth import Authenticator
-from kuberank_server.connections import ConnectionRecycler, RecycleConnections
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
-from kuberank_server.errors import (
+from kuberank_server.http.connections import ConnectionRecycler, RecycleConnections
+from kuberank_server.http.errors import (
     NotReadyError,
     error_response,
     error_responses,
     install_error_handlers,
 )
-from kuberank_server.lifecycle import ConcurrencyLimiter, Lifecycle
-from kuberank_server.metrics import ServerMetrics
-from kuberank_server.middleware import BodyGuard, RequestObserver
+from kuberank_server.http.middleware import BodyGuard, RequestObserver
+from kuberank_server.observability.audit import AuditTrail
+from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.observability.startup import StartupPhases
 from kuberank_server.rerank.api_router import router as rerank_router
 from kuberank_server.rerank.serving import RerankScoring, new_request_id
-from kuberank_server.settings import ServerSettings
-from kuberank_server.startup import StartupPhases
+from kuberank_server.runtime.lifecycle import ConcurrencyLimiter, Lifecycle
+from kuberank_server.runtime.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

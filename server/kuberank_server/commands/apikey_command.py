@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from kuberank_contract import API_KEYS_FILE_NAME
 from kuberank_server.auth.api_keys import KEY_NAME_PATTERN, ApiKeyEntry, key_digest, new_api_key
-from kuberank_server.settings import ServerSettings
+from kuberank_server.runtime.settings import ServerSettings
 
 EXIT_USAGE = 2
 _DURATION = re.compile(r"^(\d+)([smhd])$")

@@ -1,0 +1,1 @@
+"""The HTTP layer: the app, its middleware, limits below it, connections, TLS, error envelope."""

@@ -1,0 +1,1 @@
+"""What the server tells its operators: metrics, log set-up, the audit trail, start-up phases."""

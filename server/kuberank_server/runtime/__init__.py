@@ -1,0 +1,1 @@
+"""The process at run time: settings and flags, admission and drain, queue wait, heap trimming."""
