@@ -51,14 +51,12 @@ RUN apt-get update \
     && useradd --uid "${APP_UID}" --user-group --create-home kuberank
 COPY --from=server-cpu-build /opt/kuberank /opt/kuberank
 # No usage reports: the pods may have no route out, and have nothing to report.
-# A 1 GiB KV cache suits the small models this image is for (kind, dev clusters); without it
-# vLLM's CPU backend sizes its cache from the host's memory, past a small pod's limit.
+# (The KV cache is the server's setting: sized from the pod's memory limit, see cpu_memory.py.)
 ENV PATH=/opt/kuberank/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/home/kuberank/.cache/huggingface \
     VLLM_NO_USAGE_STATS=1 \
-    DO_NOT_TRACK=1 \
-    VLLM_CPU_KVCACHE_SPACE=1
+    DO_NOT_TRACK=1
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8000 9100
 ENTRYPOINT ["kuberank-server"]

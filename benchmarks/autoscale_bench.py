@@ -364,8 +364,6 @@ async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
     env = dict(os.environ) | {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "KUBERANK_GPU_MEMORY_UTILIZATION": "0.2",
         "KUBERANK_AUTH_MODE": "disabled",
         "KUBERANK_MAX_REQUESTS_PER_CONNECTION": str(max_requests),
         "KUBERANK_MAX_CONNECTION_AGE_SECONDS": str(max_age),

@@ -172,7 +172,7 @@ def memory(process: psutil.Process, url: str, headers: dict[str, str]) -> dict[s
 def main() -> int:
     port, workdir = free_port(), Path(tempfile.mkdtemp(prefix="hostile-probe-"))
     url = f"http://127.0.0.1:{port}"
-    env = engine_env() | {"KUBERANK_JWT_SECRET": SECRET, "KUBERANK_GPU_MEMORY_UTILIZATION": "0.2"}
+    env = engine_env() | {"KUBERANK_JWT_SECRET": SECRET}
     command = [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--metrics-port", "0", "--log-level", "warning"]  # fmt: skip
     headers = {"Authorization": "Bearer " + mint_token(

@@ -81,9 +81,14 @@ class ServerRun:
     peak_rss_mb: float
 
 
+# Both servers' engines get the same KV cache, in bytes (vLLM's CPU backend would otherwise
+# read --gpu-memory-utilization as a share of the whole machine).
+KV_CACHE_BYTES = 1 << 30
+
+
 def engine_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
 
 
@@ -216,7 +221,7 @@ def main() -> None:
         "kuberank",
         [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
          "--port", str(port), "--metrics-port", "0", "--log-level", "warning",
-         "--gpu-memory-utilization", "0.2", "--max-concurrent-requests", "64"],
+         "--cpu-kv-cache-bytes", str(KV_CACHE_BYTES), "--max-concurrent-requests", "64"],
         engine_env() | {"KUBERANK_JWT_SECRET": BENCH_SECRET},
         ours_url, "/ready", {"Authorization": f"Bearer {token}"}, log_dir,
     )  # fmt: skip
@@ -224,8 +229,9 @@ def main() -> None:
     theirs = bench_server(
         "vllm",
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-         "--runner", "pooling", "--dtype", "float32", "--gpu-memory-utilization", "0.2",
-         "--max-model-len", "256", "--host", "127.0.0.1", "--port", str(port),
+         "--runner", "pooling", "--dtype", "float32",
+         "--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--max-model-len", "256",
+         "--host", "127.0.0.1", "--port", str(port),
          "--disable-uvicorn-access-log"],
         engine_env(), f"http://127.0.0.1:{port}", "/health", {}, log_dir,
     )  # fmt: skip

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +23,11 @@ def free_port() -> int:
 
 
 def engine_test_env() -> dict[str, str]:
-    """Environment for a vLLM engine on this 2-core CPU machine: offline, small KV cache."""
+    """Environment for a vLLM engine here: offline. The KV cache is the server's own default
+    (no variable of vLLM's), so every engine test runs what a user runs."""
     env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        VLLM_CPU_KVCACHE_SPACE="1",
-        KUBERANK_GPU_MEMORY_UTILIZATION="0.2",
-    )
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)
     return env
 
 
@@ -64,3 +63,33 @@ def wait_ready(server: LiveServer, timeout_seconds: float) -> None:
             pass
         time.sleep(1)
     pytest.fail(f"server not ready after {timeout_seconds} s; see {server.log_path}")
+
+
+# Allocates and writes every page of N bytes (so they are really taken), then says so.
+_HOLD_MEMORY = """
+import sys
+held = bytearray(int(sys.argv[1]))
+for offset in range(0, len(held), 4096):
+    held[offset] = 1
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def memory_held_by_another_process(size_bytes: int) -> Iterator[None]:
+    """Another process holds `size_bytes` of this machine's memory for the block's duration,
+    as a browser would on a laptop."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_MEMORY, str(size_bytes)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

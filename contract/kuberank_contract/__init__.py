@@ -21,6 +21,22 @@ DEFAULT_INSTRUCTION: Final = (
     "Given a web search query, retrieve relevant passages that answer the query"
 )
 DEFAULT_GPU_MEMORY_UTILIZATION: Final = 0.9
+# On CPU the KV cache is sized in bytes: vLLM's CPU backend reads the fraction above as a
+# share of the whole host's memory (and refuses to start unless that much is free), which
+# has nothing to do with what one pod may use. A quarter of the container's memory limit
+# leaves the rest to weights and the runtime; with no limit known, a modest fixed size.
+CPU_KV_CACHE_SHARE_OF_MEMORY_LIMIT: Final = 0.25
+CPU_KV_CACHE_BYTES_WITHOUT_LIMIT: Final = 1 << 30
+MIN_CPU_KV_CACHE_BYTES: Final = 64 << 20
+
+
+def default_cpu_kv_cache_bytes(memory_limit_bytes: int | None) -> int:
+    """The CPU KV cache for a container with this memory limit (None: no limit)."""
+    if memory_limit_bytes is None:
+        return CPU_KV_CACHE_BYTES_WITHOUT_LIMIT
+    share = int(memory_limit_bytes * CPU_KV_CACHE_SHARE_OF_MEMORY_LIMIT)
+    return max(MIN_CPU_KV_CACHE_BYTES, share)
+
 
 # --- how one pod uses several GPUs -----------------------------------------------------------
 # `tensor`: one engine sharded over all the pod's GPUs (a model too big for one GPU);

@@ -36,7 +36,9 @@ from kuberank_contract import (
     ModelKind,
     Parallelism,
     RequestLimits,
+    default_cpu_kv_cache_bytes,
 )
+from kuberank_operator.quantity import quantity_bytes
 
 Quantity = int | str
 
@@ -128,7 +130,12 @@ MAX_EXTRA_ARG_LENGTH = 4096
 
 class EngineSpec(SpecModel):
     gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
-    """Fraction of GPU memory the engine may use for weights, activations and KV cache."""
+    """Fraction of GPU memory the engine may use for weights, activations and KV cache
+    (GPU pods; CPU pods size their KV cache with cpuKvCacheSize)."""
+    cpu_kv_cache_size: Quantity | None = None
+    """On CPU pods (resources.gpu: 0), the engine's KV cache (a quantity such as 1Gi); it must
+    fit within resources.memory beside the weights. Absent: a quarter of resources.memory.
+    Ignored on GPU pods."""
     enable_chunked_prefill: bool = True
     """Split long prompts into chunks so that short requests are not stuck behind them."""
     enable_prefix_caching: bool = True
@@ -505,12 +512,35 @@ class RerankerSpec(SpecModel):
         if self.auth.mode in API_KEY_AUTH_MODES and self.auth.api_keys is None:
             raise ValueError(API_KEYS_MESSAGE)
         self._check_parallel_flags()
+        self._check_cpu_kv_cache()
         if scaling.enabled and self.resources.gpu == 0 and scaling.target_concurrency is None:
             raise ValueError(
                 "autoscaling a CPU pod (resources.gpu: 0) needs autoscaling.targetConcurrency,"
                 " the only metric it has; or set autoscaling.enabled: false"
             )
         return self
+
+    def _check_cpu_kv_cache(self) -> None:
+        if self.resources.gpu > 0:
+            return
+        memory = quantity_bytes(self.resources.memory)
+        if self.engine.cpu_kv_cache_size is None:
+            return
+        cache = quantity_bytes(self.engine.cpu_kv_cache_size)
+        if cache >= memory:
+            raise ValueError(
+                f"engine.cpuKvCacheSize ({self.engine.cpu_kv_cache_size}) must be smaller than"
+                f" resources.memory ({self.resources.memory}), which also holds the weights"
+            )
+
+    @property
+    def cpu_kv_cache_bytes(self) -> int | None:
+        """The KV cache of a CPU pod in bytes (None for GPU pods: gpuMemoryUtilization)."""
+        if self.resources.gpu > 0:
+            return None
+        if self.engine.cpu_kv_cache_size is not None:
+            return quantity_bytes(self.engine.cpu_kv_cache_size)
+        return default_cpu_kv_cache_bytes(quantity_bytes(self.resources.memory))
 
     def _check_parallel_flags(self) -> None:
         # The CEL rule above, and what the spec asks for instead, with the numbers.

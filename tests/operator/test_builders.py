@@ -32,9 +32,10 @@ from kuberank_operator.builders import (
 from kuberank_operator.builders.common import Owner
 from kuberank_operator.builders.deployment import COMPILE_CACHE_DIR, server_env
 from kuberank_operator.builders.service import endpoint_url
+from kuberank_operator.quantity import quantity_bytes
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import InvalidSpecError, parse_spec
-from kuberank_server.engine.scorer import build_engine_args, choose_model
+from kuberank_server.engine.scorer import EMBEDDED_MODEL_NAME, build_engine_args, choose_model
 from kuberank_server.runtime.settings import ServerSettings
 
 OWNER = Owner(name="ranker", namespace="team-search", uid="6f1c2b7e-0000-4000-8000-000000000001")
@@ -733,3 +734,68 @@ def test_bad_tls_and_network_specs_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(InvalidSpecError, match=message):
         parse_spec({"model": {"name": "m"}, "auth": AUTH, **spec})
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("memory", "cache_size", "expected_bytes"),
+    [("4Gi", None, GIB), ("16Gi", None, 4 * GIB), ("4Gi", "512Mi", GIB // 2), ("4G", "1e9", 10**9)],
+)
+def test_a_cpu_pod_gets_a_kv_cache_that_fits_its_memory_limit(
+    monkeypatch: pytest.MonkeyPatch, memory: str, cache_size: str | None, expected_bytes: int
+) -> None:
+    """Pod spec -> env -> the server's settings -> vLLM's own argument parser, with the bytes
+    the server would pass on vLLM's CPU platform."""
+    engine = {"cpuKvCacheSize": cache_size} if cache_size else {}
+    spec = {
+        **SPECS["cpu"],
+        "model": {"name": EMBEDDED_MODEL_NAME},  # parsed offline: the bundled weights
+        "resources": {"gpu": 0, "memory": memory},
+        "engine": engine,
+    }
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    limit = container(deployment)["resources"]["limits"]["memory"]
+    assert _env(deployment)["KUBERANK_CPU_KV_CACHE_BYTES"] == str(expected_bytes)
+    for variable in container(deployment)["env"]:
+        monkeypatch.setenv(variable["name"], variable.get("value", "from-a-secret"))
+    settings = ServerSettings()
+    assert settings.cpu_kv_cache_bytes == expected_bytes
+    assert expected_bytes < quantity_bytes(limit)
+    args = build_engine_args(settings, choose_model(settings), settings.cpu_kv_cache_bytes)
+    assert args.kv_cache_memory_bytes == expected_bytes
+
+
+def test_gpu_pods_keep_gpu_memory_utilization_and_no_cpu_cache_size() -> None:
+    spec = {**SPECS["cpu"], "resources": {"gpu": 1}, "engine": {"cpuKvCacheSize": "1Gi"}}
+    deployment = children(spec)[DEPLOYMENT]
+    assert deployment is not None
+    env = _env(deployment)
+    assert "KUBERANK_CPU_KV_CACHE_BYTES" not in env
+    assert env["KUBERANK_GPU_MEMORY_UTILIZATION"] == "0.9"
+
+
+@pytest.mark.parametrize(
+    ("resources", "engine", "message"),
+    [
+        ({"gpu": 0, "memory": "2Gi"}, {"cpuKvCacheSize": "2Gi"}, "must be smaller than"),
+        ({"gpu": 0, "memory": "lots"}, {}, "'lots' is not a Kubernetes quantity"),
+        ({"gpu": 0, "memory": "4Gi"}, {"cpuKvCacheSize": "1Gb"}, "'1Gb' is not a Kubernetes"),
+    ],
+)
+def test_a_cpu_cache_that_cannot_fit_is_an_invalid_spec(
+    resources: dict[str, Any], engine: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec({**SPECS["cpu"], "resources": resources, "engine": engine})
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("4Gi", 4 * GIB), ("512Mi", 512 << 20), ("1k", 1000), ("1.5Gi", 3 * GIB // 2), (7, 7),
+     ("1e3", 1000), ("2500m", 3), ("1E", 10**18)],
+)  # fmt: skip
+def test_quantities_as_bytes(quantity: int | str, expected: int) -> None:
+    assert quantity_bytes(quantity) == expected

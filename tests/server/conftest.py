@@ -22,7 +22,7 @@ from kuberank_server.engine.scorer import Scorer
 
 
 def _engine_environment() -> None:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CPU_KVCACHE_SPACE"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[name] = engine_test_env()[name]
 
 

@@ -34,7 +34,7 @@ SEED_LAST_INDEX = 2  # the issue's example: the third document ranks last
 
 
 def server_settings(**overrides: Any) -> ServerSettings:
-    return ServerSettings(jwt_secret=SECRET, gpu_memory_utilization=0.2, **overrides)
+    return ServerSettings(jwt_secret=SECRET, **overrides)
 
 
 def auth_headers(

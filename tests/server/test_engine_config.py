@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.server.harness import server_settings
 
+from kuberank_contract import DEFAULT_GPU_MEMORY_UTILIZATION
 from kuberank_server.engine.kinds import QWEN3_RERANKER_HF_OVERRIDES, detect_model_kind
 from kuberank_server.engine.parallelism import ParallelismError, check_tensor_split
 from kuberank_server.engine.scorer import (
@@ -55,7 +56,7 @@ def test_embedded_default_engine_arguments() -> None:
         embedded_model_path(), "pooling", "float32", 256
     )  # fmt: skip
     assert args.served_model_name == [EMBEDDED_MODEL_NAME]
-    assert args.gpu_memory_utilization == 0.2
+    assert args.gpu_memory_utilization == DEFAULT_GPU_MEMORY_UTILIZATION
     # "On" leaves the choice to vLLM, which enables it where the model supports it.
     assert args.enable_prefix_caching is None
     assert args.hf_overrides in (None, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import jwt
 import pytest
 from tests.support import free_port
 
+from kuberank_contract import AUTH_MODES, DTYPES, env_var
 from kuberank_server.commands.cli import build_parser, main
 from kuberank_server.commands.dev_mode import dev_curl
 from kuberank_server.commands.serve_command import EXIT_ENGINE_FAILED, serve_settings
@@ -30,6 +32,43 @@ def test_every_setting_but_the_secret_is_a_flag() -> None:
     for name in ServerSettings.model_fields:
         flag = "--" + name.replace("_", "-")
         assert (flag in flags) == (name != "jwt_secret"), name
+
+
+def _help_of_each_flag() -> dict[str, str]:
+    """`serve --help` as printed, one entry per flag: its help text with the lines joined."""
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    text = serve.format_help().split("options:", 1)[1]
+    entries = re.split(r"\n  (?=--)", text)
+    return {
+        entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries if entry.strip()
+    }
+
+
+def test_every_flag_says_what_it_does_its_default_and_its_variable() -> None:
+    helps = _help_of_each_flag()
+    for name, field in ServerSettings.model_fields.items():
+        if name == "jwt_secret":
+            continue
+        flag = "--" + name.replace("_", "-")
+        shown = helps[flag]
+        words_beyond_the_flag = shown.replace(flag, "").replace(name.upper(), "")
+        assert len(words_beyond_the_flag.split()) > 6, f"{flag} says nothing: {shown!r}"
+        assert f"env {env_var(name)})" in shown, shown
+        assert "(default: " in shown, shown
+        assert field.description and field.description.split()[0] in shown, shown
+
+
+def test_enum_flags_list_their_choices_and_refuse_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    helps = _help_of_each_flag()
+    assert helps["--auth-mode"].startswith("--auth-mode {" + ",".join(AUTH_MODES) + "}")
+    assert helps["--dtype"].startswith("--dtype {" + ",".join(DTYPES) + "}")
+    assert "(default: 0.9;" in helps["--gpu-memory-utilization"]
+    assert "(default: unset;" in helps["--cpu-kv-cache-bytes"]
+    with pytest.raises(SystemExit):
+        parse("--auth-mode", "jtw")
+    assert "invalid choice: 'jtw'" in capsys.readouterr().err
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:

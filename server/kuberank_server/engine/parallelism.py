@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from kuberank_contract import Parallelism
+from kuberank_server.engine import EngineConfigurationError
 
 PARALLEL_SIZE_FLAGS: dict[Parallelism, str] = {
     "tensor": "--tensor-parallel-size",
@@ -21,7 +22,7 @@ PARALLEL_SIZE_FLAGS: dict[Parallelism, str] = {
 }
 
 
-class ParallelismError(ValueError):
+class ParallelismError(EngineConfigurationError):
     """The model cannot be split as asked; `str()` says why, with the numbers."""
 
 

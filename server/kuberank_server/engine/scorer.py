@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kuberank_server.engine.cpu_memory import check_cpu_kv_cache_fits, cpu_kv_cache_bytes
 from kuberank_server.engine.kinds import (
     QWEN3_RERANKER_HF_OVERRIDES,
     ResolvedKind,
@@ -99,8 +100,11 @@ def download_model(repo_id: str, revision: str | None) -> None:
     snapshot_download(repo_id, revision=revision, allow_patterns=HUB_DOWNLOAD_PATTERNS)
 
 
-def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
-    """vLLM engine CLI flags for these settings; `engine_extra_args` come last and win."""
+def engine_argv(
+    settings: ServerSettings, choice: ModelChoice, cpu_kv_cache_bytes: int | None = None
+) -> list[str]:
+    """vLLM engine CLI flags for these settings; `engine_extra_args` come last and win.
+    `cpu_kv_cache_bytes`: the KV cache's size on vLLM's CPU platform (None on GPUs)."""
     dtype: str = settings.dtype
     max_model_len = settings.max_model_len
     if choice.embedded:
@@ -111,8 +115,11 @@ def engine_argv(settings: ServerSettings, choice: ModelChoice) -> list[str]:
         "--served-model-name", choice.served_name,
         "--runner", "pooling",
         "--dtype", dtype,
-        "--gpu-memory-utilization", str(settings.gpu_memory_utilization),
     ]  # fmt: skip
+    if cpu_kv_cache_bytes is None:
+        argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+    else:
+        argv += ["--kv-cache-memory-bytes", str(cpu_kv_cache_bytes)]
     # "On" means vLLM's default: on where the model supports it. Forcing it on crashes
     # encoder-only models (BERT has no KV cache to share); "off" is always honoured.
     if not settings.enable_chunked_prefill:
@@ -141,6 +148,17 @@ def check_parallelism(settings: ServerSettings, choice: ModelChoice) -> None:
         check_tensor_split(choice.served_name, settings.gpus, config)
 
 
+def _cpu_kv_cache_bytes(settings: ServerSettings) -> int | None:
+    """On vLLM's CPU platform, the KV cache's size once it is known to fit; None on GPUs."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return None
+    size = cpu_kv_cache_bytes(settings)
+    check_cpu_kv_cache_fits(size)
+    return size
+
+
 def _devices(settings: ServerSettings) -> str:
     if settings.gpus <= 1:
         return "one device"
@@ -157,13 +175,15 @@ def extra_argv(items: list[str]) -> list[str]:
     return argv
 
 
-def build_engine_args(settings: ServerSettings, choice: ModelChoice) -> Any:
+def build_engine_args(
+    settings: ServerSettings, choice: ModelChoice, cpu_kv_cache_bytes: int | None = None
+) -> Any:
     """`AsyncEngineArgs` parsed by vLLM's own CLI parser, so every vLLM flag is accepted."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="engine_extra_args"))
-    argv = engine_argv(settings, choice)
+    argv = engine_argv(settings, choice, cpu_kv_cache_bytes)
     try:
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports bad flags by exiting
@@ -200,10 +220,11 @@ class Scorer:
         use_compile_cache(settings.compile_cache_dir)
         choice = choose_model(settings)
         check_parallelism(settings, choice)
+        kv_cache_bytes = _cpu_kv_cache_bytes(settings)
         if choice.from_hub:
             async with phases.phase("download", f"downloading {choice.path} from the hub"):
                 await asyncio.to_thread(download_model, choice.path, settings.revision)
-        engine_args = build_engine_args(settings, choice)
+        engine_args = build_engine_args(settings, choice, kv_cache_bytes)
         doing = (
             f"starting the vLLM engine ({choice.served_name}, {choice.kind}, {_devices(settings)})"
         )

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from kuberank_server import __version__
 from kuberank_server.auth import Authenticator
+from kuberank_server.engine import EngineConfigurationError
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.http.connections import ConnectionRecycler, RecycleConnections
@@ -150,7 +151,10 @@ async def _start_serving(
         try:
             scorer = await Scorer.start(settings, phases)
         except Exception as error:
-            log.exception("the vLLM engine failed to start")
+            if isinstance(error, EngineConfigurationError):  # says all there is: no traceback
+                log.error("the vLLM engine cannot start: %s", error)
+            else:
+                log.exception("the vLLM engine failed to start")
             lifecycle.mark_failed(f"the engine failed to start: {error}")
             if on_engine_failure is not None:
                 on_engine_failure()

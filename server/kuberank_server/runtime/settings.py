@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kuberank_contract import (
+    CPU_KV_CACHE_BYTES_WITHOUT_LIMIT,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_INSTRUCTION,
     DEFAULT_JWT_ALGORITHMS,
@@ -24,6 +25,7 @@ from kuberank_contract import (
     ENV_PREFIX,
     HTTP_PORT,
     METRICS_PORT,
+    MIN_CPU_KV_CACHE_BYTES,
     AuthMode,
     ConnectionRecycling,
     Dtype,
@@ -45,12 +47,41 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     model_kind: ModelKind = Field("auto", description="detected from the model's config if auto")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="default Qwen3-Reranker instruction")
     max_model_len: int | None = Field(None, description="engine context length")
-    dtype: Dtype = "auto"
-    quantization: str | None = None
-    gpu_memory_utilization: float = Field(DEFAULT_GPU_MEMORY_UTILIZATION, gt=0, le=1)
-    enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = True
-    max_num_seqs: int | None = Field(None, ge=1)
+    dtype: Dtype = Field(
+        "auto",
+        description="weights' precision; auto takes the model's own (float32 for the embedded"
+        " default on CPU)",
+    )
+    quantization: str | None = Field(
+        None, description="vLLM quantization method (e.g. fp8, awq); unset: none"
+    )
+    gpu_memory_utilization: float = Field(
+        DEFAULT_GPU_MEMORY_UTILIZATION,
+        gt=0,
+        le=1,
+        description="share of each GPU's memory the engine may use (weights, activations, KV"
+        " cache); not used on CPU, where --cpu-kv-cache-bytes sizes the cache",
+    )
+    cpu_kv_cache_bytes: int | None = Field(
+        None,
+        ge=MIN_CPU_KV_CACHE_BYTES,
+        description="on CPU, the engine's KV cache in bytes; unset: a quarter of the container's"
+        f" memory limit, or {CPU_KV_CACHE_BYTES_WITHOUT_LIMIT >> 30} GiB where there is none."
+        " Not used on GPUs",
+    )
+    enable_chunked_prefill: bool = Field(
+        True,
+        description="split long prompts into chunks so short requests are not stuck behind"
+        " them (on: vLLM's default, where the model supports it)",
+    )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="reuse the KV cache of a shared prefix (query, instruction) across documents"
+        " (on: vLLM's default, where the model supports it)",
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="most sequences the engine scores in one batch; unset: vLLM's"
+    )
     engine_extra_args: list[str] = Field(
         default_factory=list,
         description='extra vLLM engine CLI flags as a JSON list, e.g. ["--enforce-eager"]',
@@ -72,8 +103,8 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     )
 
     # --- network ----------------------------------------------------------------------------
-    host: str = "0.0.0.0"
-    port: int = Field(HTTP_PORT, ge=1, le=65535)
+    host: str = Field("0.0.0.0", description="address the API and metrics ports listen on")
+    port: int = Field(HTTP_PORT, ge=1, le=65535, description="the API port")
     metrics_port: int = Field(
         METRICS_PORT, ge=0, le=65535, description="0 turns the metrics port off"
     )
@@ -113,19 +144,28 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     )
 
     # --- auth -------------------------------------------------------------------------------
-    auth_mode: AuthMode = "jwt"
+    auth_mode: AuthMode = Field(
+        "jwt",
+        description="which credential every API route needs: a JWT, an API key, either, or"
+        " none (disabled, logged loudly)",
+    )
     jwt_secret: SecretStr | None = Field(None, description="HS* shared secret")
     jwt_secret_file: Path | None = Field(None, description="file holding the HS* shared secret")
     jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS*/ES*")
     jwks_url: str | None = Field(None, description="JWKS endpoint for RS*/ES* keys by kid")
-    jwt_algorithms: list[str] = Field(default_factory=lambda: list[str](DEFAULT_JWT_ALGORITHMS))
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    jwt_algorithms: list[str] = Field(
+        default_factory=lambda: list[str](DEFAULT_JWT_ALGORITHMS),
+        description="JWT algorithms accepted (never taken from the token)",
+    )
+    jwt_issuer: str | None = Field(None, description="required iss claim; unset: not checked")
+    jwt_audience: str | None = Field(None, description="required aud claim; unset: not checked")
     jwt_required_scopes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REQUIRED_SCOPES),
         description="scopes every credential (JWT or API key) must carry",
     )
-    jwt_leeway_seconds: float = Field(30, ge=0)
+    jwt_leeway_seconds: float = Field(
+        30, ge=0, description="clock skew allowed when checking exp and nbf"
+    )
     jwks_cache_seconds: float = Field(300, gt=0, description="how long fetched keys are trusted")
     jwks_refetch_cooldown_seconds: float = Field(
         30, ge=0, description="minimum gap between refetches triggered by an unknown kid"
@@ -136,7 +176,9 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
         description="requests per second per subject (JWT sub, or an API key's subject unless "
         "the key has a rate of its own); 0 means unlimited",
     )
-    rate_limit_burst: int = Field(20, ge=1)
+    rate_limit_burst: int = Field(
+        20, ge=1, description="requests a subject may send at once above its per-second rate"
+    )
 
     # --- API keys and the audit log (auth modes apiKey / jwtOrApiKey) -----------------------
     api_keys_file: Path | None = Field(
@@ -158,7 +200,9 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     )
 
     # --- limits (the shared ones come from RequestLimits) -------------------------------------
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="larger request bodies get 413"
+    )
 
     # --- autoscaling: start-up and probe logging (connection recycling: ConnectionRecycling) --
     compile_cache_dir: Path | None = Field(
@@ -180,4 +224,6 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
         description="ready only once a built-in golden query ranks its relevant document first;"
         " off only for models that are not trained rerankers (random test checkpoints)",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="level of the server's own logs"
+    )

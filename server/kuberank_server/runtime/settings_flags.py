@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import get_origin
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic.fields import FieldInfo
 
 from kuberank_contract import env_var
 from kuberank_server.runtime.settings import ServerSettings
@@ -23,16 +25,38 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in ServerSettings.model_fields.items():
         if name in NOT_FLAGS:
             continue
-        help_text = f"{field.description or name} (env {env_var(name)})"
+        description = str(field.description).rstrip(".").replace("%", "%%")
+        help_text = f"{description} (default: {_default(field)}; env {env_var(name)})"
         flag = "--" + name.replace("_", "-")
+        choices = _choices(field.annotation)
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 help=help_text)  # fmt: skip
         elif get_origin(field.annotation) is list:
             parser.add_argument(flag, dest=name, metavar="JSON_LIST", type=json_list,
                                 help=help_text)  # fmt: skip
+        elif choices:
+            parser.add_argument(flag, dest=name, choices=choices, help=help_text)
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    """The values of a Literal setting (`X | None` unwrapped); () for any other type."""
+    options = [option for option in get_args(annotation) if option is not type(None)]
+    if get_origin(annotation) is Literal:
+        return tuple(map(str, get_args(annotation)))
+    if len(options) == 1 and get_origin(options[0]) is Literal:
+        return tuple(map(str, get_args(options[0])))
+    return ()
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    shown = json.dumps(value) if isinstance(value, list) else str(value)
+    return shown.replace("%", "%%")  # argparse's format character in help texts
 
 
 def json_list(value: str) -> list[str]:
