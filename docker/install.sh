@@ -28,20 +28,32 @@ requirements=$src/docker/requirements.py
 
 pip() { "$python" -m pip --disable-pip-version-check "$@"; }
 
+# pip ends an install by listing installed packages whose requirements are unmet. The
+# engine's are unmet on purpose: all of them right after it goes in with --no-deps (they come
+# next), and for good its torch family (see requirements.py). Those lines are dropped; any other
+# conflict still prints, under pip's own heading.
+without_expected_conflicts() { # $1: regex of the engine's requirement names expected unmet
+  awk -v expected="^$engine_name [^ ]+ requires ($1)([^A-Za-z0-9_.-]|\$)" '
+    /^ERROR: pip.s dependency resolver does not currently/ { heading = $0; next }
+    $0 ~ expected { next }
+    heading != "" { print heading; heading = "" }
+    { print }' >&2
+}
+torch_family='torch|torchvision|torchaudio|torchcodec'
+
 install_cpu_engine() {
   # packaging: what requirements.py reads requirements with (a new venv has only pip).
   pip install --quiet -c "$constraints" packaging
-  local torch_arguments
+  local torch_arguments engine engine_dependencies
   mapfile -t torch_arguments < <("$python" "$src/docker/torch_source.py" "$constraints")
   echo "install.sh: torch from: ${torch_arguments[*]}"
   pip install --quiet -c "$constraints" "${torch_arguments[@]}"
-  # pip reports every requirement of the engine as missing here (they come next): that report
-  # alone is dropped; a failure still fails the step.
-  pip install --quiet --no-deps "$("$python" "$requirements" engine "$src/pyproject.toml" cpu)" \
-    2> >(sed "/^ERROR: pip's dependency resolver does not currently/,\$d" >&2)
-  local engine_dependencies
+  engine=$("$python" "$requirements" engine "$src/pyproject.toml" cpu)
+  engine_name=${engine%%[=<>!~;[ ]*}
+  pip install --quiet --no-deps "$engine" 2> >(without_expected_conflicts '[A-Za-z0-9_.-]+')
   mapfile -t engine_dependencies < <("$python" "$requirements" engine-deps "$src/pyproject.toml" cpu)
-  pip install --quiet -c "$constraints" "${engine_dependencies[@]}"
+  pip install --quiet -c "$constraints" "${engine_dependencies[@]}" \
+    2> >(without_expected_conflicts "$torch_family")
 }
 
 check_embedded_model() {
@@ -71,13 +83,14 @@ case "$target" in
     ;;
   server-cpu)
     install_cpu_engine
-    pip install --quiet -c "$constraints" "${src}[ui]"
+    pip install --quiet -c "$constraints" "${src}[ui]" 2> >(without_expected_conflicts "$torch_family")
     check_embedded_model
     verify_pins
     ;;
   dev)
     install_cpu_engine
-    pip install --quiet -c "$constraints" -e "${src}[operator,ui,dev]"
+    pip install --quiet -c "$constraints" -e "${src}[operator,ui,dev]" \
+      2> >(without_expected_conflicts "$torch_family")
     check_embedded_model
     verify_pins
     ;;
