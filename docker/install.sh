@@ -28,6 +28,9 @@ requirements=$src/docker/requirements.py
 
 pip() { "$python" -m pip --disable-pip-version-check "$@"; }
 
+# Set by install_cpu_engine, for without_expected_conflicts.
+engine_name='' torch_family=''
+
 # pip ends an install by listing installed packages whose requirements are unmet. The
 # engine's are unmet on purpose: all of them right after it goes in with --no-deps (they come
 # next), and for good its torch family (see requirements.py). Those lines are dropped; any other
@@ -39,7 +42,6 @@ without_expected_conflicts() { # $1: regex of the engine's requirement names exp
     heading != "" { print heading; heading = "" }
     { print }' >&2
 }
-torch_family='torch|torchvision|torchaudio|torchcodec'
 
 install_cpu_engine() {
   # packaging: what requirements.py reads requirements with (a new venv has only pip).
@@ -50,6 +52,7 @@ install_cpu_engine() {
   pip install --quiet -c "$constraints" "${torch_arguments[@]}"
   engine=$("$python" "$requirements" engine "$src/pyproject.toml" cpu)
   engine_name=${engine%%[=<>!~;[ ]*}
+  torch_family=$("$python" "$requirements" torch-family)
   pip install --quiet --no-deps "$engine" 2> >(without_expected_conflicts '[A-Za-z0-9_.-]+')
   mapfile -t engine_dependencies < <("$python" "$requirements" engine-deps "$src/pyproject.toml" cpu)
   pip install --quiet -c "$constraints" "${engine_dependencies[@]}" \

@@ -4,6 +4,7 @@ usage: python requirements.py missing DISTRIBUTION CONSTRAINTS_FILE
        python requirements.py engine PYPROJECT EXTRA
        python requirements.py engine-deps PYPROJECT EXTRA
        python requirements.py verify CONSTRAINTS_FILE PYPROJECT EXTRA
+       python requirements.py torch-family
 
 missing      the requirements of an installed distribution this environment lacks, each pinned
              to its version in CONSTRAINTS_FILE (extras kept), so `pip install` adds exactly
@@ -18,6 +19,7 @@ engine-deps  what must follow it: EXTRA's other requirements and the installed e
              minus the torch family (torch is installed first, from the source torch_source.py
              picks; torchvision, torchaudio and torchcodec break beside the CPU torch and
              nothing of ours needs them).
+torch-family the names engine-deps leaves out, as one regex alternation (`torch|torchaudio|...`)
 verify       exit 1, naming each, if an installed distribution is not at the version
              CONSTRAINTS_FILE pins (torch by release: `torch==2.13.0` admits `2.13.0+cpu`), or
              if torch or EXTRA's engine is not installed. pip only warns when it moves a
@@ -144,6 +146,8 @@ def main(argv: list[str]) -> int:
             print(engine_requirement(Path(pyproject), extra))
         case ["engine-deps", pyproject, extra]:
             _print_lines(engine_dependencies(Path(pyproject), extra))
+        case ["torch-family"]:
+            print("|".join(sorted(TORCH_FAMILY)))
         case ["verify", constraints, pyproject, extra]:
             problems = version_mismatches(Path(constraints), Path(pyproject), extra)
             for problem in problems:
