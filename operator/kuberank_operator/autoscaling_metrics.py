@@ -56,21 +56,19 @@ class PodMetric:
         }
 
     def pod_values(self, namespace: str, service: str) -> str:
-        """PromQL: one series per pod of the service, labelled `namespace` and `pod`, with the
-        value the adapter rule gives that pod."""
+        """PromQL: one series per pod of the service, labelled `namespace` and `pod` only, with
+        the value the adapter rule gives that pod."""
         selector = f'{self.namespace_label}="{namespace}",{self.pod_label}!=""'
         if self.has_service_label:
             selector += f',{SERVICE_LABEL}="{service}"'
-        values = (
-            f"{self.per_pod} by ({self.namespace_label}, {self.pod_label}) "
-            f"({self.series}{{{selector}}})"
-        )
+        series = f"{self.series}{{{selector}}}"
         for label, wanted in (
             (self.namespace_label, NAMESPACE_LABEL),
             (self.pod_label, POD_LABEL),
         ):
             if label != wanted:
-                values = f'label_replace({values}, "{wanted}", "$1", "{label}", "(.+)")'
+                series = f'label_replace({series}, "{wanted}", "$1", "{label}", "(.+)")'
+        values = f"{self.per_pod} by ({NAMESPACE_LABEL}, {POD_LABEL}) ({series})"
         if not self.has_service_label:
             members = REQUESTS_IN_PROGRESS.pod_values(namespace, service)
             values = f"{values} and on ({NAMESPACE_LABEL}, {POD_LABEL}) {members}"

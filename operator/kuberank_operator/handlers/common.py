@@ -144,5 +144,6 @@ async def publish_status(
         problem=problem,
         pods=pods,
         now=datetime.datetime.now(datetime.UTC),
+        min_replicas=spec.autoscaling.min_replicas,
     )
     await write_status(runtime, body, status)
