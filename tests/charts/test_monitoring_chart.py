@@ -177,6 +177,27 @@ def test_dashboard_has_every_panel_the_design_asks_for() -> None:
     assert variables == ["datasource", "namespace", "service"]
 
 
+def test_the_replicas_panel_finds_the_hpa_of_either_driver() -> None:
+    """The desired replicas come from our HPA (driver hpa, named after the service) or from the
+    one KEDA makes for our ScaledObject (driver keda)."""
+    from kuberank_operator.builders.scaled_object import keda_hpa_name
+
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Replicas: desired vs ready"]
+    desired = next(
+        t["expr"]
+        for t in panel["targets"]
+        if "kube_horizontalpodautoscaler_status_desired_replicas" in t["expr"]
+    )
+    pattern = re.search(r'horizontalpodautoscaler=~"([^"]+)"', desired)
+    assert pattern is not None, desired
+    service_pattern = pattern.group(1).replace("$service", "ranker")
+    for name in ("ranker", keda_hpa_name("ranker")):
+        assert re.fullmatch(service_pattern, name), name
+    for other in ("ranker-2", keda_hpa_name("other"), "keda-hpa-ranker-2"):
+        assert not re.fullmatch(service_pattern, other), other
+
+
 def test_adapter_values_are_generated_from_the_one_definition_of_the_metrics() -> None:
     """One source: the adapter's values hold exactly the rules autoscaling_metrics makes."""
     from kuberank_operator.autoscaling_metrics import DEFAULT_PROMETHEUS_URL, adapter_rules
