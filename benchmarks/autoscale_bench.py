@@ -57,9 +57,10 @@ from tests.support import free_port
 
 from benchmarks.hpa_standin import HorizontalPodAutoscaler
 from benchmarks.server_bench import SENTENCES
+from kuberank_operator.autoscaling_metrics import REQUESTS_IN_PROGRESS
 from kuberank_operator.builders.deployment import PRE_STOP_SLEEP_SECONDS
 
-CONCURRENCY_METRIC = "kuberank_requests_in_progress"
+CONCURRENCY_METRIC = REQUESTS_IN_PROGRESS.name
 LOG_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "autoscale_bench"
 RERANK_ROUTE = "/v1/rerank"
 

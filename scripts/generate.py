@@ -5,7 +5,8 @@
   models (kuberank_operator.crd_schema);
 - charts/kuberank/files/samples/<kind>.yaml: the operator's sample RerankerServices;
 - charts/kuberank-monitoring/upstream/prometheus-adapter.values.yaml: our values for the
-  prometheus-adapter chart around the rules in charts/kuberank-monitoring/files/adapter-rules.yaml;
+  prometheus-adapter chart, its rules made from the one definition of the autoscalers' metrics
+  (kuberank_operator.autoscaling_metrics, which also makes the KEDA triggers' queries);
 - manifests/: `helm template` of charts/kuberank, split by purpose, so that
   `kubectl apply -f manifests/` installs the operator without Helm (samples in manifests/samples/).
 
@@ -20,10 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import yaml
 
+from kuberank_operator.autoscaling_metrics import (
+    DEFAULT_PROMETHEUS_URL,
+    adapter_rules,
+)
 from kuberank_operator.crd_schema import build_crd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +50,7 @@ CHART_SAMPLES = {
 }
 
 MONITORING_CHART = REPO_ROOT / "charts" / "kuberank-monitoring"
-ADAPTER_RULES = MONITORING_CHART / "files" / "adapter-rules.yaml"
+ADAPTER_RULES_SOURCE = "operator/kuberank_operator/autoscaling_metrics.py"
 ADAPTER_VALUES = MONITORING_CHART / "upstream" / "prometheus-adapter.values.yaml"
 
 MANIFESTS = REPO_ROOT / "manifests"
@@ -98,24 +104,26 @@ def _copy_of(source: Path) -> str:
 
 
 def adapter_values() -> str:
-    """Our prometheus-adapter values: its Prometheus, no default rules, our rules verbatim."""
-    rules = yaml.safe_load(ADAPTER_RULES.read_text())
+    """Our prometheus-adapter values: its Prometheus, no default rules, our rules."""
+    prometheus = urllib.parse.urlsplit(DEFAULT_PROMETHEUS_URL)
     values = {
+        # The chart's own split: url without the port, port apart.
         "prometheus": {
-            "url": "http://kube-prometheus-stack-prometheus.monitoring.svc",
-            "port": 9090,
+            "url": f"{prometheus.scheme}://{prometheus.hostname}",
+            "port": prometheus.port,
         },
         # Only our metrics on custom.metrics.k8s.io: the default rules publish every series.
-        "rules": {"default": False, "custom": rules},
+        "rules": {"default": False, "custom": adapter_rules()},
     }
     install = (
         "#   helm install prometheus-adapter prometheus-community/prometheus-adapter \\\n"
         "#     --version 5.2.0 --namespace monitoring \\\n"
         "#     -f charts/kuberank-monitoring/upstream/prometheus-adapter.values.yaml\n"
-        "# The rules are files/adapter-rules.yaml; see that file for what each one does.\n"
+        "# The rules and what each one reads are in that module (PodMetric.adapter_rule); the\n"
+        "# operator's KEDA triggers query the same per-pod values (PodMetric.keda_query).\n"
     )
     body = dump_yaml(values)
-    return _header(str(ADAPTER_RULES.relative_to(REPO_ROOT))) + install + body
+    return _header(ADAPTER_RULES_SOURCE) + install + body
 
 
 def crd_yaml() -> str:

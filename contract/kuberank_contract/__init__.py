@@ -45,6 +45,12 @@ Parallelism = Literal["tensor", "data"]
 PARALLELISMS: Final = get_args(Parallelism)
 DEFAULT_PARALLELISM: Final[Parallelism] = "tensor"
 
+# --- autoscaling -----------------------------------------------------------------------------
+# Who scales a RerankerService's Deployment. keda: a KEDA ScaledObject with Prometheus triggers;
+# hpa: an autoscaling/v2 HorizontalPodAutoscaler on custom Pods metrics (prometheus-adapter).
+AutoscalingDriver = Literal["keda", "hpa"]
+AUTOSCALING_DRIVERS: Final = get_args(AutoscalingDriver)
+
 # --- auth -----------------------------------------------------------------------------------
 # jwt: JWT bearer tokens; apiKey: API keys (`Bearer kr_...` or `X-API-Key`); jwtOrApiKey:
 # either; disabled: no credential at all (sandboxes only).

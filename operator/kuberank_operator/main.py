@@ -9,8 +9,9 @@ import kopf
 
 from kuberank_contract import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, SERVER_APP_NAME
 from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
-from kuberank_operator.builders import CHILD_KINDS, ChildKind
+from kuberank_operator.builders import AUTOSCALER, CHILD_KINDS, ChildKind
 from kuberank_operator.handlers.handle_child_event import on_child_event
+from kuberank_operator.handlers.handle_keda_hpa_event import on_keda_hpa_event
 from kuberank_operator.handlers.handle_pod_event import on_pod_event
 from kuberank_operator.handlers.handle_reconcile import reconcile
 from kuberank_operator.runtime import Runtime
@@ -20,6 +21,9 @@ RESYNC_SECONDS = 300.0
 MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
 # The server pods of every RerankerService (its Deployment's pod template labels).
 SERVER_POD_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: FIELD_MANAGER}
+# The HPAs KEDA makes for our ScaledObjects: KEDA copies the ScaledObject's labels but
+# managed-by (builders/scaled_object.py), and marks them as its own.
+KEDA_HPA_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: "keda-operator"}
 SERVER_POD_SELECTOR = ",".join(
     [f"{key}={value}" for key, value in SERVER_POD_LABELS.items()] + [LABEL_INSTANCE]
 )
@@ -108,6 +112,19 @@ def _watch_children(kind: ChildKind) -> None:
 
 for _kind in CHILD_KINDS:
     _watch_children(_kind)
+
+
+@kopf.on.event(
+    group=AUTOSCALER.resource.group,
+    version=AUTOSCALER.resource.version,
+    plural=AUTOSCALER.resource.plural,
+    labels=KEDA_HPA_LABELS,
+    id="keda-hpas",
+)
+async def keda_hpa_changed(*, memo: Any, type: str, body: kopf.Body, **kwargs: Any) -> None:
+    await on_keda_hpa_event(
+        memo.runtime, type, body, kwargs["rerankerservices_by_key"], kwargs["server_pods"]
+    )
 
 
 @kopf.on.event("v1", "pods", labels=SERVER_POD_LABELS)

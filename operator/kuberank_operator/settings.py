@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kuberank_contract import AutoscalingDriver
+from kuberank_operator.autoscaling_metrics import DEFAULT_PROMETHEUS_URL
+
+# auto: keda where the cluster serves KEDA's API (keda.sh/v1alpha1), else hpa.
+DefaultAutoscalingDriver = Literal["auto"] | AutoscalingDriver
 
 
 class OperatorSettings(BaseSettings):
@@ -32,6 +38,26 @@ class OperatorSettings(BaseSettings):
     )
     drain_timeout_seconds: int = Field(
         20, ge=0, description="KUBERANK_DRAIN_TIMEOUT_SECONDS given to the servers"
+    )
+
+    autoscaling_driver: DefaultAutoscalingDriver = Field(
+        "auto",
+        description="driver of RerankerServices whose spec.autoscaling.driver is null: keda, hpa,"
+        " or auto (keda where the cluster serves keda.sh/v1alpha1, else hpa)",
+    )
+    keda_prometheus_url: str = Field(
+        DEFAULT_PROMETHEUS_URL,
+        min_length=1,
+        description="Prometheus that KEDA's triggers query (serverAddress)",
+    )
+    keda_authentication_name: str | None = Field(
+        None,
+        min_length=1,
+        description="a KEDA TriggerAuthentication (in each RerankerService's namespace) or"
+        " ClusterTriggerAuthentication holding the credentials for that Prometheus; unset: none",
+    )
+    keda_authentication_kind: Literal["TriggerAuthentication", "ClusterTriggerAuthentication"] = (
+        Field("TriggerAuthentication", description="the kind keda_authentication_name names")
     )
 
     @field_validator("namespaces", mode="before")

@@ -30,6 +30,7 @@ from kuberank_contract import (
     DEFAULT_REQUIRED_SCOPES,
     JWT_AUTH_MODES,
     AuthMode,
+    AutoscalingDriver,
     ConnectionRecycling,
     Dtype,
     JwtAlgorithm,
@@ -205,21 +206,28 @@ class SchedulingSpec(SpecModel):
 
 class AutoscalingSpec(SpecModel):
     enabled: bool = True
-    """Make an HPA; when false, spec.replicas pods run and any HPA is removed."""
+    """Make an autoscaler (a KEDA ScaledObject or an HPA, see driver); when false, spec.replicas
+    pods run and any autoscaler is removed."""
+    driver: AutoscalingDriver | None = None
+    """Who scales the Deployment: keda (a KEDA ScaledObject with Prometheus triggers) or hpa (a
+    HorizontalPodAutoscaler on Pods metrics served by prometheus-adapter). Null: the operator's
+    default, which is keda where the cluster serves KEDA's API (keda.sh/v1alpha1) and hpa
+    elsewhere. Both read the same metrics with the same targets; switching replaces one
+    autoscaler by the other and leaves the replica count as it is."""
     min_replicas: int = Field(1, ge=1)
-    """Fewest replicas the HPA keeps."""
+    """Fewest replicas the autoscaler keeps."""
     max_replicas: int = Field(4, ge=1)
-    """Most replicas the HPA makes."""
+    """Most replicas the autoscaler makes."""
     target_gpu_utilization: int = Field(70, ge=1, le=100, alias="targetGPUUtilization")
-    """Average GPU utilization (percent, Pods metric kuberank_gpu_utilization) the HPA aims
-    for."""
+    """Average GPU utilization (percent, Pods metric kuberank_gpu_utilization) the autoscaler
+    aims for."""
     target_concurrency: int | None = Field(16, ge=1)
     """Average requests in progress per pod (accepted and not yet answered: queued or being
-    scored; Pods metric kuberank_requests_in_progress) the HPA aims for; null drops this metric.
-    Unlike the queue, it rises with load before the pods saturate."""
+    scored; Pods metric kuberank_requests_in_progress) the autoscaler aims for; null drops this
+    metric. Unlike the queue, it rises with load before the pods saturate."""
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
-    """How long the HPA waits before removing replicas, so that a short lull does not drop warm
-    pods."""
+    """How long the autoscaler waits before removing replicas, so that a short lull does not
+    drop warm pods."""
 
 
 class ApiKeysSecretRef(SpecModel):
@@ -436,8 +444,8 @@ API_KEYS_MESSAGE = (
 
 
 class RerankerSpec(SpecModel):
-    """What to serve and how; the operator makes the Deployment, Service, HPA, PDB and friends
-    from it."""
+    """What to serve and how; the operator makes the Deployment, Service, autoscaler, PDB and
+    friends from it."""
 
     cel_rules = (
         CelRule(
@@ -480,7 +488,7 @@ class RerankerSpec(SpecModel):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     """Where the server pods may run."""
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
-    """A HorizontalPodAutoscaler on the servers' own metrics."""
+    """Autoscaling on the servers' own metrics, through KEDA or a HorizontalPodAutoscaler."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
     """Authentication of the rerank API: JWT bearer tokens, API keys, or either."""
     limits: LimitsSpec = Field(default_factory=LimitsSpec)

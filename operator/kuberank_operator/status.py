@@ -267,8 +267,10 @@ def compute_status(
     problem: Problem | None,
     pods: Sequence[PodReport] = (),
     now: datetime.datetime | None = None,
+    min_replicas: int = 1,
 ) -> dict[str, Any]:
-    """`wanted_replicas` is spec.replicas when autoscaling is off, else None (the HPA decides).
+    """`wanted_replicas` is spec.replicas when autoscaling is off, else None (the HPA decides;
+    `min_replicas` until it has said anything, e.g. before KEDA has made its HPA).
 
     `pods` are the service's pods; the worst reason one of them does not serve names the Ready
     condition's reason while replicas are missing (and always when it is a problem, such as a
@@ -285,7 +287,9 @@ def compute_status(
     else:
         hpa_status = (autoscaler or {}).get("status", {})
         hpa_spec = (autoscaler or {}).get("spec", {})
-        desired = int(hpa_status.get("desiredReplicas") or hpa_spec.get("minReplicas") or 1)
+        desired = int(
+            hpa_status.get("desiredReplicas") or hpa_spec.get("minReplicas") or min_replicas
+        )
     diagnosis = diagnose_pods(pods, now or datetime.datetime.now(datetime.UTC))
     if diagnosis is not None and diagnosis.is_problem and problem is None:
         problem = Problem(diagnosis.reason, diagnosis.message)

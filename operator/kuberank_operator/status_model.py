@@ -50,7 +50,8 @@ class RerankerServiceStatus(StatusModel):
     ready_replicas: int | None = None
     """Server pods that pass their readiness probe."""
     desired_replicas: int | None = None
-    """Server pods wanted now (by the HPA when autoscaling, else spec.replicas)."""
+    """Server pods wanted now: by the autoscaler's HPA when autoscaling (ours, or the one KEDA
+    makes for our ScaledObject), else spec.replicas."""
     endpoint: str | None = None
     """In-cluster URL of the rerank API."""
     model: str | None = None

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from scripts import generate
+from tests.charts.adapter_stand_in import shipped_adapter_rules
 from tests.charts.rendering import (
     MONITORING_CHART,
     by_kind,
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.helm
 SCENARIOS = scenarios(MONITORING_CHART)
 RULES_FILE = MONITORING_CHART / "files/rules/kuberank.rules.yaml"
 DASHBOARD_FILE = MONITORING_CHART / "files/dashboards/kuberank.json"
-ADAPTER_RULES_FILE = MONITORING_CHART / "files/adapter-rules.yaml"
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 LATENCY_BUCKETS = "kuberank_request_duration_seconds_bucket"
@@ -177,14 +177,39 @@ def test_dashboard_has_every_panel_the_design_asks_for() -> None:
     assert variables == ["datasource", "namespace", "service"]
 
 
-def test_adapter_values_are_generated_from_the_charts_adapter_rules() -> None:
-    """One source: the adapter's values file holds exactly files/adapter-rules.yaml."""
+def test_the_replicas_panel_finds_the_hpa_of_either_driver() -> None:
+    """The desired replicas come from our HPA (driver hpa, named after the service) or from the
+    one KEDA makes for our ScaledObject (driver keda)."""
+    from kuberank_operator.builders.scaled_object import keda_hpa_name
+
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Replicas: desired vs ready"]
+    desired = next(
+        t["expr"]
+        for t in panel["targets"]
+        if "kube_horizontalpodautoscaler_status_desired_replicas" in t["expr"]
+    )
+    pattern = re.search(r'horizontalpodautoscaler=~"([^"]+)"', desired)
+    assert pattern is not None, desired
+    service_pattern = pattern.group(1).replace("$service", "ranker")
+    for name in ("ranker", keda_hpa_name("ranker")):
+        assert re.fullmatch(service_pattern, name), name
+    for other in ("ranker-2", keda_hpa_name("other"), "keda-hpa-ranker-2"):
+        assert not re.fullmatch(service_pattern, other), other
+
+
+def test_adapter_values_are_generated_from_the_one_definition_of_the_metrics() -> None:
+    """One source: the adapter's values hold exactly the rules autoscaling_metrics makes."""
+    from kuberank_operator.autoscaling_metrics import DEFAULT_PROMETHEUS_URL, adapter_rules
+
     values = yaml.safe_load(generate.ADAPTER_VALUES.read_text())
-    assert values["rules"]["custom"] == yaml.safe_load(ADAPTER_RULES_FILE.read_text())
+    assert values["rules"]["custom"] == adapter_rules()
     assert values["rules"]["default"] is False
     assert generate.ADAPTER_VALUES.read_text() == generate.adapter_values()
     names = [rule["name"]["as"] for rule in values["rules"]["custom"]]
     assert names == ["kuberank_gpu_utilization", "kuberank_requests_in_progress"]
+    prometheus = values["prometheus"]
+    assert f"{prometheus['url']}:{prometheus['port']}" == DEFAULT_PROMETHEUS_URL
 
 
 def test_upstream_values_wire_the_pieces_together() -> None:
@@ -232,6 +257,6 @@ def test_adapter_publishes_every_pods_metric_the_operators_autoscaler_reads() ->
     autoscaler = build_autoscaler(Owner("ranker", "ml", "uid-1"), parse_spec(sample["spec"]))
     read = {metric["pods"]["metric"]["name"] for metric in autoscaler["spec"]["metrics"]}
     assert {metric["type"] for metric in autoscaler["spec"]["metrics"]} == {"Pods"}
-    published = {rule["name"]["as"] for rule in yaml.safe_load(ADAPTER_RULES_FILE.read_text())}
+    published = {rule["name"]["as"] for rule in shipped_adapter_rules()}
     assert read == {"kuberank_gpu_utilization", "kuberank_requests_in_progress"}
     assert read <= published

@@ -153,6 +153,52 @@ def test_every_operator_env_var_is_a_setting_the_operator_reads() -> None:
     assert settings.liveness_port == 8080 and settings.namespaces == []
 
 
+def _settings_of(objects: list[dict[str, Any]]) -> Any:
+    from kuberank_operator.settings import OperatorSettings
+
+    env = _env(_operator_container(objects))
+    return OperatorSettings(
+        **{name.removeprefix("KUBERANK_OPERATOR_").lower(): value for name, value in env.items()}
+    )
+
+
+def test_the_autoscaling_defaults_reach_the_operator_as_its_own_defaults() -> None:
+    """The chart's driver choices are the operator's (auto, then the contract's drivers), and
+    its defaults are the operator's: auto, and the Prometheus the adapter values also use."""
+    from typing import get_args
+
+    from kuberank_contract import AUTOSCALING_DRIVERS
+    from kuberank_operator.settings import DefaultAutoscalingDriver, OperatorSettings
+
+    schema = yaml.safe_load((OPERATOR_CHART / "values.schema.json").read_text())
+    choices = schema["properties"]["operator"]["properties"]["autoscalingDriver"]["enum"]
+    assert tuple(choices) == ("auto", *AUTOSCALING_DRIVERS)
+    assert set(choices) == {
+        arg for part in get_args(DefaultAutoscalingDriver) for arg in get_args(part)
+    }
+    settings = _settings_of(render(OPERATOR_CHART))
+    defaults = OperatorSettings()
+    assert settings.autoscaling_driver == defaults.autoscaling_driver == "auto"
+    assert settings.keda_prometheus_url == defaults.keda_prometheus_url
+    assert settings.keda_authentication_name is None
+    chosen = _settings_of(
+        render(
+            OPERATOR_CHART,
+            "--set",
+            "operator.autoscalingDriver=hpa",
+            "--set",
+            "operator.keda.authentication.name=prometheus-auth",
+            "--set",
+            "operator.keda.authentication.kind=ClusterTriggerAuthentication",
+        )
+    )
+    assert chosen.autoscaling_driver == "hpa"
+    assert (chosen.keda_authentication_name, chosen.keda_authentication_kind) == (
+        "prometheus-auth",
+        "ClusterTriggerAuthentication",
+    )
+
+
 def test_watch_namespaces_gives_a_role_per_namespace_and_tells_the_operator() -> None:
     objects = render(OPERATOR_CHART, "-f", str(OPERATOR_CHART / "ci/namespaced-values.yaml"))
     roles = by_kind(objects, "Role")

@@ -36,6 +36,7 @@ import pytest
 import yaml
 from benchmarks.hpa_standin import HorizontalPodAutoscaler
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from tests.charts.adapter_stand_in import render_adapter_query, shipped_adapter_rules
 from tests.charts.rendering import MONITORING_CHART
 from tests.support import LiveServer, free_port
 
@@ -52,7 +53,6 @@ RATE_INTERVAL = "30s"  # Grafana's $__rate_interval: at least 4 scrapes (1 s her
 
 RULES_FILE = MONITORING_CHART / "files/rules/kuberank.rules.yaml"
 DASHBOARD_FILE = MONITORING_CHART / "files/dashboards/kuberank.json"
-ADAPTER_RULES_FILE = MONITORING_CHART / "files/adapter-rules.yaml"
 
 
 @dataclass
@@ -341,35 +341,10 @@ def test_error_panel_counts_the_callers_mistakes(scraped: Prometheus) -> None:
 # ------------------------------------------------------------------ prometheus-adapter ------
 
 
-def render_adapter_query(rule: dict[str, Any], namespace: str, pods: list[str]) -> str:
-    """Stand-in for prometheus-adapter's query building (pkg/naming/metrics_query.go) for a
-    Pods metric: <<.Series>> is the series name, <<.LabelMatchers>> the namespace label
-    equal to the namespace and the pod label equal to the pod (a regex of pods joined by |
-    when several), <<.GroupBy>> the pod label; the template uses << >> delimiters."""
-    labels = {
-        override["resource"]: label for label, override in rule["resources"]["overrides"].items()
-    }
-    series = rule["seriesQuery"].split("{", 1)[0]
-    pod_matcher = (
-        f'{labels["pod"]}="{pods[0]}"' if len(pods) == 1 else f'{labels["pod"]}=~"{"|".join(pods)}"'
-    )
-    arguments = {
-        "Series": series,
-        "LabelMatchers": f'{labels["namespace"]}="{namespace}",{pod_matcher}',
-        "GroupBy": labels["pod"],
-    }
-    query: str = rule["metricsQuery"]
-    for name, value in arguments.items():
-        query = query.replace(f"<<.{name}>>", value)
-    assert "<<" not in query, f"template field the stand-in does not know: {query}"
-    return query
-
-
 def _adapter_rule(metric: str) -> dict[str, Any]:
-    rules = yaml.safe_load(ADAPTER_RULES_FILE.read_text())
     matching = [
         rule
-        for rule in rules
+        for rule in shipped_adapter_rules()
         if re.sub(rule["name"]["matches"], rule["name"]["as"], rule["seriesQuery"].split("{", 1)[0])
         == metric
     ]

@@ -97,7 +97,7 @@ async def cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[EmulatedCluster]:
     monkeypatch.setattr(parsing, "parse_path", _parse_path_with_namespace_list(parsing.parse_path))
-    async with emulated_cluster(tmp_path, service_monitors=True) as emulated:
+    async with emulated_cluster(tmp_path, service_monitors=True, keda=True) as emulated:
         await emulated._call(
             "POST",
             "/api/v1/namespaces",

@@ -80,6 +80,7 @@ CLAIMS = Resource("", "v1", "persistentvolumeclaims")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates")
+SCALED_OBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects")
 PODS = Resource("", "v1", "pods")
 
 
@@ -249,6 +250,7 @@ _KINDS = {
     SERVICE_MONITORS: "ServiceMonitor",
     NETWORK_POLICIES: "NetworkPolicy",
     CERTIFICATES: "Certificate",
+    SCALED_OBJECTS: "ScaledObject",
     SECRETS: "Secret",
     EVENTS: "Event",
     PODS: "Pod",
@@ -413,6 +415,7 @@ class EmulatedCluster:
             base_url=url, headers={"User-Agent": TEST_USER_AGENT}, timeout=60
         )
         self._workdir = workdir
+        self.serves_keda = f"keda.sh/v1alpha1/{SCALED_OBJECTS.plural}" in emulator.resources
         self._operator: threading.Thread | None = None
         self._stop: threading.Event | None = None
 
@@ -549,10 +552,12 @@ async def emulated_cluster(
     *,
     service_monitors: bool = True,
     cert_manager: bool = True,
+    keda: bool = False,
     record_requests: bool = True,
 ) -> AsyncIterator[EmulatedCluster]:
-    """`service_monitors` / `cert_manager`: whether prometheus-operator's ServiceMonitor and
-    cert-manager's Certificate APIs are served (installed in the cluster)."""
+    """`service_monitors` / `cert_manager` / `keda`: whether prometheus-operator's
+    ServiceMonitor, cert-manager's Certificate and KEDA's ScaledObject APIs are served
+    (installed in the cluster). Without KEDA the operator's default driver is the HPA."""
     emulator = ApiServerStandIn()
     emulator.record_requests = record_requests
     emulator.namespace_calls = []
@@ -561,6 +566,8 @@ async def emulated_cluster(
         resources.pop(SERVICE_MONITORS)
     if not cert_manager:
         resources.pop(CERTIFICATES)
+    if not keda:
+        resources.pop(SCALED_OBJECTS)
     for resource, kind in resources.items():
         key = (
             f"{resource.group}/{resource.version}/{resource.plural}"
@@ -603,7 +610,9 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     NetworkPolicy), updates (the cache grows, another issuer, other peers), turns
     autoscaling, the cache, monitoring, TLS and the network policy off (deletes),
     puts back a deleted child, follows a Deployment's status and a pod's, reports an invalid
-    spec and a missing Secret (Events, status), and deletes a RerankerService.
+    spec and a missing Secret (Events, status), and deletes a RerankerService. Where the
+    cluster serves KEDA, it also switches from the HPA to a ScaledObject, puts back an edited
+    ScaledObject and deletes it with autoscaling.
     """
     # Its own Secret name, so it can run where a test already made the default one.
     await cluster.create(SECRETS, namespace, jwt_secret("jwt"))
@@ -612,6 +621,7 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
         return reranker(name, secret_name="jwt", **({"model": {"name": "m", "cache": {}}} | spec))
 
     tls_and_network = {"tls": {"issuerRef": {"name": "ca"}}, "network": {}}
+    driver_keda = {"driver": "keda"}
 
     def reason(name: str) -> str | None:
         obj = cluster.objects(RERANKERS, namespace).get(name, {})
@@ -621,7 +631,9 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     def live(resource: Resource) -> dict[str, Any]:
         return cluster.objects(resource, namespace).get("full", {})
 
-    await cluster.create(RERANKERS, namespace, rrs("full", **tls_and_network))
+    # With KEDA served, the HPA first (explicitly), KEDA's ScaledObject later.
+    driver = {"autoscaling": {"driver": "hpa"}} if cluster.serves_keda else {}
+    await cluster.create(RERANKERS, namespace, rrs("full", **tls_and_network, **driver))
     for resource in (
         CLAIMS,
         DEPLOYMENTS,
@@ -670,6 +682,16 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
         lambda: live(CERTIFICATES)["spec"]["issuerRef"]["name"] == "other-ca", "patched"
     )
     await cluster.wait_until(lambda: len(live(NETWORK_POLICIES)["spec"]["ingress"]) == 1, "patched")
+    autoscaler = AUTOSCALERS
+    if cluster.serves_keda:
+        autoscaler = SCALED_OBJECTS
+        await cluster.patch(RERANKERS, namespace, "full", {"spec": {"autoscaling": driver_keda}})
+        await cluster.wait_for_object(SCALED_OBJECTS, namespace, "full")
+        await cluster.wait_until(lambda: not live(AUTOSCALERS), "the HPA handed over")
+        await cluster.patch(SCALED_OBJECTS, namespace, "full", {"spec": {"maxReplicaCount": 9}})
+        await cluster.wait_until(
+            lambda: live(SCALED_OBJECTS)["spec"]["maxReplicaCount"] == 6, "ScaledObject put back"
+        )
     await cluster.patch(
         RERANKERS,
         namespace,
@@ -684,7 +706,7 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
             }
         },
     )
-    for resource in (CLAIMS, AUTOSCALERS, SERVICE_MONITORS, CERTIFICATES, NETWORK_POLICIES):
+    for resource in (CLAIMS, autoscaler, SERVICE_MONITORS, CERTIFICATES, NETWORK_POLICIES):
         await cluster.wait_until(lambda r=resource: not live(r), f"{resource.plural} deleted")
     await cluster.create(RERANKERS, namespace, rrs("invalid", replicas=-1))
     await cluster.create(

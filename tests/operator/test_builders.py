@@ -153,8 +153,10 @@ SPECS: dict[str, dict[str, Any]] = {
 
 
 def children(spec: dict[str, Any]) -> dict[ChildKind, dict[str, Any] | None]:
+    """The children in a cluster without KEDA (the hpa driver; tests/operator/
+    test_scaled_object.py has KEDA's)."""
     return desired_children(
-        OWNER, parse_spec(spec), SETTINGS, service_monitors=True, certificates=True
+        OWNER, parse_spec(spec), SETTINGS, service_monitors=True, certificates=True, keda=False
     )
 
 
@@ -522,7 +524,12 @@ def test_monitoring_off_and_public_key_file() -> None:
     assert env["KUBERANK_JWT_PUBLIC_KEY_FILE"] == "/etc/kuberank/jwt/public.pem"
     assert env["KUBERANK_JWT_ALGORITHMS"] == '["RS256"]' and "KUBERANK_JWT_SECRET" not in env
     no_api = desired_children(
-        OWNER, parse_spec(SPECS["cache-on"]), SETTINGS, service_monitors=False, certificates=False
+        OWNER,
+        parse_spec(SPECS["cache-on"]),
+        SETTINGS,
+        service_monitors=False,
+        certificates=False,
+        keda=False,
     )
     assert SERVICE_MONITOR not in no_api  # no such API: neither made nor removed
     assert CERTIFICATE not in no_api
@@ -663,6 +670,7 @@ def test_tls_from_an_issuer_is_a_certificate_for_the_service_names() -> None:
         OperatorSettings(cluster_domain="corp.internal"),
         service_monitors=True,
         certificates=True,
+        keda=False,
     )[CERTIFICATE]
     assert other_domain is not None
     assert other_domain["spec"]["dnsNames"][-1] == "ranker.team-search.svc.corp.internal"

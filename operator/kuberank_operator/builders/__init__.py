@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kuberank_contract import AutoscalingDriver
 from kuberank_operator.builders.autoscaler import build_autoscaler
 from kuberank_operator.builders.cache import build_cache_claim
 from kuberank_operator.builders.certificate import build_certificate
@@ -13,6 +14,7 @@ from kuberank_operator.builders.deployment import build_deployment
 from kuberank_operator.builders.disruption import build_disruption_budget
 from kuberank_operator.builders.monitoring import build_service_monitor
 from kuberank_operator.builders.network_policy import build_network_policy
+from kuberank_operator.builders.scaled_object import build_scaled_object
 from kuberank_operator.builders.service import build_service
 from kuberank_operator.kube import Resource
 from kuberank_operator.settings import OperatorSettings
@@ -36,6 +38,7 @@ SERVICE = ChildKind("Service", Resource("", "v1", "services"))
 AUTOSCALER = ChildKind(
     "HorizontalPodAutoscaler", Resource("autoscaling", "v2", "horizontalpodautoscalers")
 )
+SCALED_OBJECT = ChildKind("ScaledObject", Resource("keda.sh", "v1alpha1", "scaledobjects"))
 DISRUPTION_BUDGET = ChildKind(
     "PodDisruptionBudget", Resource("policy", "v1", "poddisruptionbudgets")
 )
@@ -57,9 +60,42 @@ CHILD_KINDS = (
     DEPLOYMENT,
     SERVICE,
     AUTOSCALER,
+    SCALED_OBJECT,
     DISRUPTION_BUDGET,
     SERVICE_MONITOR,
 )
+
+
+def autoscaling_driver(
+    spec: RerankerSpec, settings: OperatorSettings, *, keda: bool
+) -> AutoscalingDriver | None:
+    """The driver a RerankerService asks for (None: autoscaling off): its own, else the
+    operator's default, where `auto` means keda when the cluster serves KEDA's API (`keda`)
+    and hpa otherwise."""
+    if not spec.autoscaling.enabled:
+        return None
+    wanted = spec.autoscaling.driver or settings.autoscaling_driver
+    if wanted == "auto":
+        return "keda" if keda else "hpa"
+    return wanted
+
+
+def _autoscalers(
+    owner: Owner, spec: RerankerSpec, settings: OperatorSettings, keda: bool
+) -> dict[ChildKind, dict[str, Any] | None]:
+    """At most one autoscaler, the one going away first: when the driver changes, the old one
+    is deleted before the new one is made, so two never scale the Deployment at once."""
+    driver = autoscaling_driver(spec, settings, keda=keda)
+    if driver == "keda" and not keda:
+        return {}  # KEDA asked for and absent: the reconcile reports it; an HPA stays as it is
+    autoscalers: dict[ChildKind, dict[str, Any] | None] = {
+        AUTOSCALER: build_autoscaler(owner, spec) if driver == "hpa" else None
+    }
+    if keda:
+        autoscalers[SCALED_OBJECT] = (
+            build_scaled_object(owner, spec, settings) if driver == "keda" else None
+        )
+    return dict(sorted(autoscalers.items(), key=lambda item: item[1] is not None))
 
 
 def desired_children(
@@ -69,12 +105,15 @@ def desired_children(
     *,
     service_monitors: bool,
     certificates: bool,
+    keda: bool,
 ) -> dict[ChildKind, dict[str, Any] | None]:
     """Every child kind -> its manifest, or None where that child must not exist.
 
-    `service_monitors` and `certificates` tell whether the cluster serves the ServiceMonitor
-    (prometheus-operator) and Certificate (cert-manager) APIs at all; without one, that
-    child is left out of the result (neither made nor removed).
+    `service_monitors`, `certificates` and `keda` tell whether the cluster serves the
+    ServiceMonitor (prometheus-operator), Certificate (cert-manager) and ScaledObject (KEDA)
+    APIs at all; without one, that child is left out of the result (neither made nor removed).
+    A spec asking for KEDA where it is not served has neither autoscaler in the result (the
+    reconcile reports it and applies nothing).
     """
     # In order of application: the NetworkPolicy and Certificate before the pods they guard.
     children: dict[ChildKind, dict[str, Any] | None] = {
@@ -89,7 +128,7 @@ def desired_children(
         CACHE_CLAIM: build_cache_claim(owner, spec.model.cache) if spec.model.cache else None,
         DEPLOYMENT: build_deployment(owner, spec, settings),
         SERVICE: build_service(owner, spec),
-        AUTOSCALER: build_autoscaler(owner, spec) if spec.autoscaling.enabled else None,
+        **_autoscalers(owner, spec, settings, keda),
         DISRUPTION_BUDGET: build_disruption_budget(owner, spec),
     }
     if service_monitors:

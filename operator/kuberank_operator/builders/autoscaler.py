@@ -1,16 +1,13 @@
-"""The HorizontalPodAutoscaler (autoscaling/v2) on the servers' Pods metrics."""
+"""The HorizontalPodAutoscaler (autoscaling/v2) on the servers' Pods metrics (driver hpa): the
+metrics prometheus-adapter publishes from the rules of kuberank_operator.autoscaling_metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from kuberank_operator.autoscaling_metrics import GPU_UTILIZATION, REQUESTS_IN_PROGRESS
 from kuberank_operator.builders.common import Owner, metadata
 from kuberank_operator.spec import RerankerSpec
-
-GPU_UTILIZATION_METRIC = "kuberank_gpu_utilization"
-# Requests accepted and not yet answered (queued or scored), per pod: it rises with load well
-# before latency or the queue beyond maxConcurrentRequests do.
-CONCURRENCY_METRIC = "kuberank_requests_in_progress"
 
 
 def _pods_metric(name: str, average: int) -> dict[str, Any]:
@@ -27,9 +24,9 @@ def build_autoscaler(owner: Owner, spec: RerankerSpec) -> dict[str, Any]:
     scaling = spec.autoscaling
     metrics = []
     if spec.resources.gpu > 0:
-        metrics.append(_pods_metric(GPU_UTILIZATION_METRIC, scaling.target_gpu_utilization))
+        metrics.append(_pods_metric(GPU_UTILIZATION.name, scaling.target_gpu_utilization))
     if scaling.target_concurrency is not None:
-        metrics.append(_pods_metric(CONCURRENCY_METRIC, scaling.target_concurrency))
+        metrics.append(_pods_metric(REQUESTS_IN_PROGRESS.name, scaling.target_concurrency))
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",

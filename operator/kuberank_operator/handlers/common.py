@@ -9,10 +9,12 @@ from typing import Any
 
 import kopf
 
+from kuberank_contract import AutoscalingDriver
 from kuberank_operator import API_GROUP, API_VERSION, PLURAL
 from kuberank_operator.apply import Outcome
 from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind
 from kuberank_operator.builders.common import Owner
+from kuberank_operator.builders.scaled_object import keda_hpa_name
 from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.kube import KubeClient, Resource
 from kuberank_operator.runtime import Runtime
@@ -96,6 +98,17 @@ async def report_problem(runtime: Runtime, body: kopf.Body, problem: Problem) ->
     await write_status(runtime, body, degraded_only(previous, problem, generation))
 
 
+async def deciding_hpa(
+    client: KubeClient, owner: Owner, driver: AutoscalingDriver | None
+) -> dict[str, Any] | None:
+    """The HPA deciding the replica count: ours (driver hpa), or the one KEDA makes for our
+    ScaledObject (driver keda); None when autoscaling is off."""
+    if driver is None:
+        return None
+    name = keda_hpa_name(owner.name) if driver == "keda" else owner.name
+    return await client.get(AUTOSCALER.resource, owner.namespace, name)
+
+
 def pods_of(
     index: kopf.Index[tuple[str | None, str], PodReport], namespace: str, name: str
 ) -> tuple[PodReport, ...]:
@@ -111,6 +124,8 @@ async def publish_status(
     pods: tuple[PodReport, ...],
     problem: Problem | None = None,
 ) -> None:
+    """`children`: the Deployment, and under AUTOSCALER the HPA deciding the replica count
+    (`deciding_hpa`)."""
     owner = owner_of(body)
     key = (owner.namespace, owner.name)
     # What a pod event needs to recompute the status without reading the children again.
@@ -129,5 +144,6 @@ async def publish_status(
         problem=problem,
         pods=pods,
         now=datetime.datetime.now(datetime.UTC),
+        min_replicas=spec.autoscaling.min_replicas,
     )
     await write_status(runtime, body, status)

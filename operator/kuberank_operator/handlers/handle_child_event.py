@@ -8,8 +8,21 @@ import kopf
 
 from kuberank_contract import LABEL_INSTANCE
 from kuberank_operator.apply import ForeignChildError, converge, is_owned_by
-from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind, desired_children
-from kuberank_operator.handlers.common import announce, owner_of, pods_of, publish_status
+from kuberank_operator.builders import (
+    AUTOSCALER,
+    DEPLOYMENT,
+    SCALED_OBJECT,
+    ChildKind,
+    autoscaling_driver,
+    desired_children,
+)
+from kuberank_operator.handlers.common import (
+    announce,
+    deciding_hpa,
+    owner_of,
+    pods_of,
+    publish_status,
+)
 from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, parse_spec
@@ -40,23 +53,30 @@ async def on_child_event(
         except InvalidSpecError:
             return  # the RerankerService's own handler reports it and leaves the children be
         owner = owner_of(parent)
-        # An event of a child means its API is served.
-        desired = desired_children(
-            owner, spec, runtime.settings, service_monitors=True, certificates=True
-        )
         live = None if event_type == "DELETED" else dict(child)
         try:
+            # An event of a child means its API is served.
+            keda = kind is SCALED_OBJECT or await runtime.serves(SCALED_OBJECT)
+            desired = desired_children(
+                owner, spec, runtime.settings, service_monitors=True, certificates=True, keda=keda
+            )
+            if kind not in desired:
+                return  # neither made nor removed now (KEDA asked for and absent)
             outcome, now = await converge(
-                runtime.client, kind, namespace, parent_name, desired.get(kind), live, owner.uid
+                runtime.client, kind, namespace, parent_name, desired[kind], live, owner.uid
             )
             announce(parent, kind, parent_name, outcome)
             if kind in (DEPLOYMENT, AUTOSCALER):
-                other = AUTOSCALER if kind is DEPLOYMENT else DEPLOYMENT
-                children = {kind: now, other: None}
-                if desired.get(other) is not None:
-                    children[other] = await runtime.client.get(
-                        other.resource, namespace, parent_name
-                    )
+                children = {
+                    DEPLOYMENT: now
+                    if kind is DEPLOYMENT
+                    else await runtime.client.get(DEPLOYMENT.resource, namespace, parent_name),
+                    AUTOSCALER: now
+                    if kind is AUTOSCALER and desired[kind] is not None
+                    else await deciding_hpa(
+                        runtime.client, owner, autoscaling_driver(spec, runtime.settings, keda=keda)
+                    ),
+                }
                 pods = pods_of(pod_index, namespace, parent_name)
                 await publish_status(runtime, parent, spec, children, pods)
         except (ApiError, ForeignChildError) as exc:

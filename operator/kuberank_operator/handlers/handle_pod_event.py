@@ -8,8 +8,15 @@ from typing import Any
 import kopf
 
 from kuberank_contract import LABEL_INSTANCE
-from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind
-from kuberank_operator.handlers.common import pods_of, publish_status
+from kuberank_operator.builders import (
+    AUTOSCALER,
+    DEPLOYMENT,
+    SCALED_OBJECT,
+    ChildKind,
+    autoscaling_driver,
+)
+from kuberank_operator.builders.common import Owner
+from kuberank_operator.handlers.common import deciding_hpa, owner_of, pods_of, publish_status
 from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
 from kuberank_operator.spec import InvalidSpecError, RerankerSpec, parse_spec
@@ -19,16 +26,16 @@ logger = logging.getLogger(__name__)
 
 
 async def _read_children(
-    runtime: Runtime, namespace: str, name: str, spec: RerankerSpec
+    runtime: Runtime, owner: Owner, spec: RerankerSpec
 ) -> dict[ChildKind, dict[str, Any] | None]:
-    """The Deployment and HPA, for a service whose status this process has not computed yet."""
-    children: dict[ChildKind, dict[str, Any] | None] = {
-        DEPLOYMENT: await runtime.client.get(DEPLOYMENT.resource, namespace, name),
-        AUTOSCALER: None,
+    """The Deployment and the deciding HPA, for a service whose status this process has not
+    computed yet."""
+    keda = await runtime.serves(SCALED_OBJECT)
+    driver = autoscaling_driver(spec, runtime.settings, keda=keda)
+    return {
+        DEPLOYMENT: await runtime.client.get(DEPLOYMENT.resource, owner.namespace, owner.name),
+        AUTOSCALER: await deciding_hpa(runtime.client, owner, driver),
     }
-    if spec.autoscaling.enabled:
-        children[AUTOSCALER] = await runtime.client.get(AUTOSCALER.resource, namespace, name)
-    return children
 
 
 async def on_pod_event(
@@ -54,7 +61,7 @@ async def on_pod_event(
             return  # the RerankerService's own handler reports it
         try:
             children = runtime.status_children.get(key) or await _read_children(
-                runtime, namespace, parent_name, spec
+                runtime, owner_of(parent), spec
             )
             await publish_status(
                 runtime, parent, spec, children, pods_of(pod_index, namespace, parent_name)

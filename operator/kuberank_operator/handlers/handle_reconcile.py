@@ -8,14 +8,19 @@ import kopf
 
 from kuberank_operator.apply import ForeignChildError, converge
 from kuberank_operator.builders import (
+    AUTOSCALER,
     CERTIFICATE,
+    SCALED_OBJECT,
     SERVICE_MONITOR,
     ChildKind,
+    autoscaling_driver,
     desired_children,
 )
+from kuberank_operator.builders.scaled_object import keda_hpa_name
 from kuberank_operator.handlers.common import (
     announce,
     backoff_seconds,
+    deciding_hpa,
     missing_secrets,
     owner_of,
     pods_of,
@@ -32,6 +37,13 @@ CERT_MANAGER_MISSING = (
     "(cert-manager.io/v1 Certificates); install cert-manager, or name a kubernetes.io/tls "
     "Secret in spec.tls.secretName instead"
 )
+KEDA_MISSING = (
+    "autoscaling driver keda ({source}), but this cluster does not serve KEDA's API "
+    "(keda.sh/v1alpha1 ScaledObjects); install KEDA, or set spec.autoscaling.driver: hpa "
+    "(an HPA on Pods metrics, which needs prometheus-adapter)"
+)
+# How often to look whether KEDA has removed its HPA, when the hpa driver takes over.
+HANDOVER_POLL_SECONDS = 2.0
 
 
 async def reconcile(
@@ -59,22 +71,52 @@ async def reconcile(
                 problem = Problem("CertManagerMissing", CERT_MANAGER_MISSING)
                 await report_problem(runtime, body, problem)
                 raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
+            keda = await runtime.serves(SCALED_OBJECT)
+            driver = autoscaling_driver(spec, runtime.settings, keda=keda)
+            if driver == "keda" and not keda:
+                source = (
+                    "spec.autoscaling.driver"
+                    if spec.autoscaling.driver
+                    else "the operator's default, KUBERANK_OPERATOR_AUTOSCALING_DRIVER"
+                )
+                problem = Problem("KedaMissing", KEDA_MISSING.format(source=source))
+                await report_problem(runtime, body, problem)
+                raise kopf.TemporaryError(problem.message, delay=backoff_seconds(retry))
             desired = desired_children(
                 owner,
                 spec,
                 runtime.settings,
                 service_monitors=await runtime.serves(SERVICE_MONITOR),
                 certificates=certificates,
+                keda=keda,
             )
             children: dict[ChildKind, dict[str, Any] | None] = {}
+            handing_over = False
             for kind, manifest in desired.items():
                 live = await client.get(kind.resource, owner.namespace, owner.name)
+                if kind is AUTOSCALER and manifest is not None and live is None:
+                    # Taking over from KEDA: its HPA goes when KEDA finalizes the deleted
+                    # ScaledObject; ours only comes after, never beside it.
+                    kedas = await client.get(
+                        AUTOSCALER.resource, owner.namespace, keda_hpa_name(owner.name)
+                    )
+                    if kedas is not None:
+                        handing_over, children[kind] = True, None
+                        continue
                 outcome, children[kind] = await converge(
                     client, kind, owner.namespace, owner.name, manifest, live, owner.uid
                 )
                 announce(body, kind, owner.name, outcome)
             pods = pods_of(pod_index, owner.namespace, owner.name)
+            if driver == "keda":
+                children[AUTOSCALER] = await deciding_hpa(client, owner, driver)
             await publish_status(runtime, body, spec, children, pods)
+            if handing_over:
+                raise kopf.TemporaryError(
+                    f"waiting for KEDA to remove {keda_hpa_name(owner.name)} before the "
+                    "HorizontalPodAutoscaler takes over",
+                    delay=HANDOVER_POLL_SECONDS,
+                )
         except ForeignChildError as exc:
             await report_problem(runtime, body, Problem("NameConflict", str(exc)))
             raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from None
