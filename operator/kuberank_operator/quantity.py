@@ -6,7 +6,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 # Kubernetes' suffixes: binary (Ki = 2**10 ...) and decimal (k = 10**3 ...), and milli.
-SUFFIXES = {
+SUFFIXES: dict[str, int | Decimal] = {
     "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "m": Decimal("0.001"), "": 1,
