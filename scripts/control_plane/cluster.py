@@ -50,9 +50,11 @@ GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 START_TIMEOUT_SECONDS = 60.0
-# kube-controller-manager's controllers that a cluster of fake nodes needs (the node
-# controllers, volumes, jobs, endpoints... stay off: nothing here uses them).
+# kube-controller-manager's controllers that a cluster of fake nodes needs (volumes, jobs,
+# endpoints... stay off: nothing here uses them). The node lifecycle controller lifts the
+# not-ready taint the API server puts on every new node once kwok reports it Ready.
 CONTROLLERS = (
+    "node-lifecycle-controller",
     "serviceaccount-token-controller",
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
@@ -539,8 +541,12 @@ class ControlPlane:
 
 
 def _node_ready(node: dict[str, Any] | None) -> bool:
+    """Ready, and schedulable: the not-ready taint lifted."""
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    taints = ((node or {}).get("spec") or {}).get("taints") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not any(
+        t["key"].startswith("node.kubernetes.io/") for t in taints
+    )
 
 
 def kubeconfig_yaml(server: str, ca_cert: Path, token: str, name: str = "kuberank-local") -> str:
