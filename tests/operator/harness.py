@@ -27,9 +27,8 @@ Pods: `server_pod(deployment, name)` makes a pod as the Deployment's ReplicaSet 
 Test-side requests (the `cluster.create/patch/delete/get` helpers) are not recorded.
 `cluster.emulator` is the `kmock.KubernetesEmulator` (its `objects`, fault injection DSL).
 
-What the emulator is not (covered elsewhere): no garbage collection by ownerReferences
-(the builders' tests check every child carries a controller ownerReference; `make e2e` on
-kind deletes a RerankerService and sees its children go), no scheduler, kubelet or
+What the emulator is not (the real control plane of real_cluster.py shows those): no garbage
+collection by ownerReferences, no scheduler, kubelet or
 controllers (tests play the Deployment controller by patching `status`, and the ReplicaSet
 controller, scheduler and kubelet by creating pods and patching their `status`; the HPA's own
 scaling is prometheus-adapter's and Kubernetes' job, checked on kind), no server-side

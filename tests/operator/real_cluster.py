@@ -84,25 +84,27 @@ class AuditLog:
             log.seek(since)
             return [AuditEntry.parse(line) for line in log if line.strip()]
 
-    def operator_requests(self, since: int = 0) -> list[AuditEntry]:
-        return [e for e in self.entries(since) if e.user == OPERATOR_USER]
+    def operator_requests(self, since: int = 0, user: str = OPERATOR_USER) -> list[AuditEntry]:
+        return [e for e in self.entries(since) if e.user == user]
 
-    def operator_writes(self, since: int = 0) -> list[AuditEntry]:
+    def operator_writes(self, since: int = 0, user: str = OPERATOR_USER) -> list[AuditEntry]:
         """The operator's writes that reached storage (not dry runs, not refused)."""
         return [
             e
-            for e in self.operator_requests(since)
+            for e in self.operator_requests(since, user)
             if e.verb in WRITE_VERBS and not e.dry_run and e.code < 400
         ]
 
 
 @dataclass
 class OperatorProcess:
-    """`python -m kuberank_operator.cli` watching one namespace, as the user `kuberank-operator`."""
+    """`python -m kuberank_operator.cli` watching one namespace, as the user `kuberank-operator`
+    (or whoever `kubeconfig` logs in as)."""
 
     cp: ControlPlane
     namespace: str
     log_path: Path
+    kubeconfig: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
 
@@ -111,7 +113,7 @@ class OperatorProcess:
         self.liveness_port = free_port()
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.cp.user_kubeconfig(OPERATOR_USER)),
+            "KUBECONFIG": str(self.kubeconfig or self.cp.user_kubeconfig(OPERATOR_USER)),
             "KUBERANK_OPERATOR_NAMESPACES": self.namespace,
             "KUBERANK_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
             "KUBERANK_OPERATOR_JSON_LOGS": "false",
