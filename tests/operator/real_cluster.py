@@ -98,8 +98,8 @@ class AuditLog:
 
 @dataclass
 class OperatorProcess:
-    """`python -m kuberank_operator.cli` watching one namespace, as the user `kuberank-operator`
-    (or whoever `kubeconfig` logs in as)."""
+    """`python -m kuberank_operator.cli` watching one namespace ("": all), as the user
+    `kuberank-operator` (or whoever `kubeconfig` logs in as)."""
 
     cp: ControlPlane
     namespace: str
