@@ -565,19 +565,21 @@ def kubeconfig_yaml(server: str, ca_cert: Path, token: str, name: str = "kuberan
 
 
 def main() -> None:
-    """`make cluster`: a control plane with two 1-GPU nodes until Ctrl-C."""
-    logs = ROOT / "artifacts" / "control-plane"
+    """`make cluster`: a control plane with two 1-GPU nodes and a CPU node until Ctrl-C."""
+    logs = ROOT / "artifacts" / "cluster"  # not the tests' folder: both may run at once
     with tempfile.TemporaryDirectory(prefix="kuberank-cluster-") as workdir:
         with ControlPlane.start(Path(workdir), logs) as cp:
             cp.add_node("gpu-node-1", gpus=1)
             cp.add_node("gpu-node-2", gpus=1)
-            kubeconfig = ROOT / "artifacts" / "control-plane" / "kubeconfig"
+            cp.add_node("cpu-node-1", gpus=0)  # untainted: the operator's own pod goes there
+            kubeconfig = logs / "kubeconfig"
             kubeconfig.write_text(cp.kubeconfig.read_text())
             kubeconfig.chmod(0o600)
             version = json.loads(cp.kubectl("version", "-o", "json").stdout)["serverVersion"]
             print(
                 f"Kubernetes {version['gitVersion']} control plane ready in"
-                f" {cp.started_seconds:.1f} s (logs in {logs}), two fake GPU nodes (kwok). Try:\n\n"
+                f" {cp.started_seconds:.1f} s (logs in {logs});"
+                " kwok runs two 1-GPU nodes and a CPU node. Try:\n\n"
                 f"  export KUBECONFIG={kubeconfig}\n"
                 f"  export PATH={BIN}:$PATH\n"
                 "  kubectl apply -f manifests/\n\n"
