@@ -47,7 +47,12 @@ def test_the_generated_crd_is_accepted_structural_and_established(kube: Cluster)
 def test_kubectl_explain_shows_the_models_field_descriptions(
     kube: Cluster, path: str, model: type[BaseModel]
 ) -> None:
-    explained = words(kube.kubectl("explain", path).stdout)
+    # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+    explain = kube.wait_until(
+        lambda: (result := kube.kubectl("explain", path, check=False)).returncode == 0 and result,
+        f"kubectl explain {path}",
+    )
+    explained = words(explain.stdout)
     for name, info in model.model_fields.items():
         assert info.description, name
         alias = info.alias or name
