@@ -34,7 +34,9 @@ def ensure_built() -> None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"the control plane is not built ({problem}): run `make control-plane`")
-    subprocess.run([sys.executable, "-m", "scripts.control_plane.build"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "scripts.control_plane.build"], check=True, cwd=build.ROOT
+    )
 
 
 @pytest.fixture(scope="session")
