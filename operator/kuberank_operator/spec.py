@@ -159,7 +159,12 @@ class EngineSpec(SpecModel):
 
 class ResourcesSpec(SpecModel):
     cel_rules = (
-        CelRule(rule="self.gpu >= 0", message="resources.gpu must be 0 (a CPU pod) or more"),
+        # `has`: the API server also checks this rule on the object's default, `{}`, before
+        # filling in the default of gpu (it refused the CRD with "no such key: gpu").
+        CelRule(
+            rule="!has(self.gpu) || self.gpu >= 0",
+            message="resources.gpu must be 0 (a CPU pod) or more",
+        ),
     )
 
     gpu: int = Field(1, ge=0)

@@ -1,4 +1,5 @@
-"""Fixtures of the operator tests: an emulated cluster with the real operator running in it."""
+"""Fixtures of the operator tests: the real operator in an emulated cluster (`cluster`) or on
+the real control plane (`kube`, from real_cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from tests.operator.harness import SECRETS, EmulatedCluster, emulated_cluster, jwt_secret
+from tests.operator.real_cluster import kube, reranker_crd
+
+__all__ = ["cluster", "kube", "reranker_crd"]  # the real control plane's fixtures too
 
 NAMESPACE = "team-search"
 

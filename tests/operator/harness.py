@@ -27,15 +27,15 @@ Pods: `server_pod(deployment, name)` makes a pod as the Deployment's ReplicaSet 
 Test-side requests (the `cluster.create/patch/delete/get` helpers) are not recorded.
 `cluster.emulator` is the `kmock.KubernetesEmulator` (its `objects`, fault injection DSL).
 
-What the emulator is not (covered elsewhere): no garbage collection by ownerReferences
-(the builders' tests check every child carries a controller ownerReference; `make e2e` on
-kind deletes a RerankerService and sees its children go), no scheduler, kubelet or
+What the emulator is not (the real control plane of real_cluster.py shows those): no garbage
+collection by ownerReferences, no scheduler, kubelet or
 controllers (tests play the Deployment controller by patching `status`, and the ReplicaSet
 controller, scheduler and kubelet by creating pods and patching their `status`; the HPA's own
 scaling is prometheus-adapter's and Kubernetes' job, checked on kind), no server-side
-apply or field ownership (JSON merge patches only), no admission (CEL is evaluated by the
-spec tests with cel-python). This stand-in adds what Kopf and the operator rely on from
-a real API server: metadata.uid, creationTimestamp, resourceVersion, a generation
+apply or field ownership (an apply creates an absent object, else is merged as a JSON merge
+patch would be: test_server_side_apply.py shows the real thing), no admission (CEL is
+evaluated by the spec tests with cel-python). This stand-in adds what Kopf and the operator
+rely on from a real API server: metadata.uid, creationTimestamp, resourceVersion, a generation
 that moves on spec changes, and `labelSelector` on lists and watches (equality and existence
 terms; an object whose labels stop matching is not sent as DELETED, as a real API server does).
 """
@@ -59,7 +59,7 @@ import aiohttp.web
 import httpx
 import kmock
 import yaml
-from kmock._internal import rendering
+from kmock._internal import parsing, rendering
 
 from kuberank_operator.cli import run_operator
 from kuberank_operator.kube import Resource
@@ -313,7 +313,7 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.rstrip("/") != "/api/v1/namespaces":
-            return await super().__call__(raw_request)
+            return await super().__call__(await self._apply_as_create(raw_request))
         watch = raw_request.query.get("watch") == "true"
         if raw_request.headers.get("User-Agent") != TEST_USER_AGENT:
             call = ApiCall("watch" if watch else "list", "", "namespaces", "", "")
@@ -330,6 +330,20 @@ class ApiServerStandIn(kmock.KubernetesEmulator):
         await response.prepare(raw_request)
         await asyncio.Event().wait()  # namespaces never change here; ends with the connection
         return response
+
+    async def _apply_as_create(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.BaseRequest:
+        """A server-side apply of an absent object creates it: here a POST to its collection
+        (recorded as a `create`, which RBAC asks for too). An apply of a present object is
+        merged as a JSON merge patch would be: no field ownership here."""
+        if raw.method != "PATCH" or not raw.content_type.startswith("application/apply-patch"):
+            return raw
+        k8s = parsing.parse_path(raw.path)
+        resource = kmock.resource(group=k8s.group, version=k8s.version, plural=k8s.plural)
+        found = self.objects._objects.get((resource, k8s.namespace, k8s.name))
+        if found is not None and not found.deleted:
+            return raw
+        collection = raw.path.rpartition("/")[0]
+        return raw.clone(method="POST", rel_url=raw.rel_url.with_path(collection))
 
     async def _handle(self, request: rendering.Request) -> Any:
         data = request.data if isinstance(request.data, dict) else None

@@ -1,67 +1,85 @@
-"""The 3-way merge patch: what differs, removals of what we set before, never handed-over fields."""
+"""When a child needs an apply: what the live object lacks, or fields we own and no longer want."""
 
 from __future__ import annotations
 
-from kuberank_operator.apply import contains, three_way_patch
+from typing import Any
+
+from kuberank_operator.apply import contains, needs_apply, unwanted_fields
+from kuberank_operator.builders import DEPLOYMENT, SERVICE
 
 
-def test_nothing_to_send_when_live_already_says_it() -> None:
+def managed(fields: dict[str, Any], manager: str = "kuberank-operator") -> list[dict[str, Any]]:
+    return [
+        {"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}
+    ]
+
+
+def test_nothing_to_apply_when_live_already_says_it() -> None:
     desired = {"spec": {"ports": [{"name": "http", "port": 8000}], "selector": {"a": "b"}}}
+    owned = {"f:spec": {"f:ports": {'k:{"port":8000,"protocol":"TCP"}': {".": {}, "f:name": {}}},
+                        "f:selector": {}}}  # fmt: skip
     # The API server added defaults (protocol, clusterIP): still nothing to send.
     live = {
+        "metadata": {"managedFields": managed(owned)},
         "spec": {
             "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
             "selector": {"a": "b"},
             "clusterIP": "10.0.0.7",
-        }
+        },
     }
-    assert three_way_patch(desired, desired, live) == {}
+    assert not needs_apply(SERVICE, desired, live)
 
 
-def test_changed_scalars_and_whole_lists_are_sent() -> None:
-    last = {"spec": {"image": "a:1", "args": ["--x"]}}
-    desired = {"spec": {"image": "a:2", "args": ["--x", "--y"]}}
+def test_a_changed_value_or_a_list_that_differs_needs_an_apply() -> None:
     live = {"spec": {"image": "a:1", "args": ["--x"], "defaulted": True}}
-    assert three_way_patch(last, desired, live) == {
-        "spec": {"image": "a:2", "args": ["--x", "--y"]}
+    assert needs_apply(DEPLOYMENT, {"spec": {"image": "a:2"}}, live)
+    assert needs_apply(DEPLOYMENT, {"spec": {"args": ["--x", "--y"]}}, live)
+    assert not needs_apply(DEPLOYMENT, {"spec": {"image": "a:1", "args": ["--x"]}}, live)
+
+
+def test_fields_we_own_and_no_longer_want_are_found() -> None:
+    owned = {
+        "f:metadata": {"f:labels": {"f:team": {}, "f:app": {}}},
+        "f:spec": {
+            "f:nodeSelector": {"f:gpu": {}, "f:zone": {}},
+            "f:priorityClassName": {},
+            "f:containers": {'k:{"name":"server"}': {"f:image": {}, "f:args": {}}},
+            "f:finalizers": {'v:"a"': {}},
+        },
     }
-
-
-def test_a_list_item_that_lost_a_field_is_sent() -> None:
-    # `contains` alone would find the new wish in the old live value (it says more).
-    last = {"spec": {"tolerations": [{"key": "gpu", "value": "a100", "effect": "NoSchedule"}]}}
-    desired = {"spec": {"tolerations": [{"key": "gpu", "effect": "NoSchedule"}]}}
-    live = {"spec": {"tolerations": [{"key": "gpu", "value": "a100", "effect": "NoSchedule"}]}}
-    assert three_way_patch(last, desired, live) == desired
-    peers_before = {"spec": {"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}}
-    peers_now = {"spec": {"from": [{"podSelector": {}}]}}
-    assert three_way_patch(peers_before, peers_now, peers_before) == peers_now
-    # Once applied, nothing more to send.
-    assert three_way_patch(desired, desired, live) == {}
-
-
-def test_fields_we_set_before_and_no_longer_want_are_removed() -> None:
-    last = {"spec": {"nodeSelector": {"gpu": "a100", "zone": "a"}, "priorityClassName": "high"}}
-    desired = {"spec": {"nodeSelector": {"gpu": "a100"}}}
-    live = {
+    desired = {
+        "metadata": {"labels": {"app": "x"}},
         "spec": {
-            "nodeSelector": {"gpu": "a100", "zone": "a"},
-            "priorityClassName": "high",
-            "schedulerName": "default-scheduler",
-        }
+            "nodeSelector": {"gpu": "a100"},
+            "containers": [{"name": "server", "image": "i"}],
+            "finalizers": ["b"],
+        },
     }
-    # schedulerName was never ours: left alone.
-    assert three_way_patch(last, desired, live) == {
-        "spec": {"nodeSelector": {"zone": None}, "priorityClassName": None}
+    assert sorted(unwanted_fields(owned, desired)) == [
+        ("metadata", "labels", "team"),
+        ("spec", "containers", 'k:{"name":"server"}', "args"),
+        ("spec", "finalizers", 'v:"a"'),
+        ("spec", "nodeSelector", "zone"),
+        ("spec", "priorityClassName"),
+    ]
+    # schedulerName or a foreign label were never ours: what others own is no reason to apply.
+    live = {
+        "metadata": {"labels": {"app": "x", "theirs": "y"}, "managedFields": managed(owned)},
+        "spec": {"nodeSelector": {"gpu": "a100"}, "schedulerName": "default-scheduler"},
     }
+    assert needs_apply(DEPLOYMENT, {"metadata": {"labels": {"app": "x"}}}, live)
 
 
-def test_handed_over_fields_are_never_removed() -> None:
-    last = {"spec": {"replicas": 2, "paused": False}}
-    desired: dict[str, dict[str, object]] = {"spec": {}}
-    live = {"spec": {"replicas": 5, "paused": False}}
-    patch = three_way_patch(last, desired, live, handed_over=(("spec", "replicas"),))
-    assert patch == {"spec": {"paused": None}}
+def test_handed_over_fields_alone_are_no_reason_to_apply() -> None:
+    live = {
+        "metadata": {"managedFields": managed({"f:spec": {"f:replicas": {}, "f:paused": {}}})},
+        "spec": {"replicas": 5, "paused": False},
+    }
+    assert not needs_apply(DEPLOYMENT, {"spec": {"paused": False}}, live)
+    assert needs_apply(SERVICE, {"spec": {"paused": False}}, live)  # nothing handed over there
+    # Another manager's field set is not ours.
+    live["metadata"]["managedFields"] = managed({"f:spec": {"f:x": {}}}, manager="kubectl")
+    assert not needs_apply(SERVICE, {"spec": {"paused": False}}, live)
 
 
 def test_empty_maps_and_lists_match_absent_fields() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from scripts import field_reference
+from scripts.control_plane.build import versions
 
 from kuberank_operator import MINIMUM_KUBERNETES_VERSION
 
@@ -61,6 +62,13 @@ def test_the_stated_minimum_kubernetes_is_the_operators() -> None:
     assert f"You need Kubernetes {MINIMUM_KUBERNETES_VERSION} or later" in deploy
     stated = set(re.findall(r"Kubernetes (1\.\d+)(?:\+| or later)", README))
     assert stated == {MINIMUM_KUBERNETES_VERSION}, f"README states other minimums: {stated}"
+
+
+def test_the_tested_kubernetes_is_the_control_plane_built_here() -> None:
+    built = versions()["kubernetes"]
+    assert f"tested on {built.removeprefix('v')}" in _section("Deploy to a cluster")
+    assert f"Kubernetes {built}" in _section("Two commands")
+    assert set(re.findall(r"Kubernetes (v1\.\d+\.\d+)", README)) == {built}
 
 
 def test_the_newcomer_commands_are_exactly_make_run_and_make_test() -> None:

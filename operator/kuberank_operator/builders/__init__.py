@@ -26,7 +26,8 @@ class ChildKind:
     kind: str
     resource: Resource
     # Fields another controller takes over once we stop sending them (the HPA sets a
-    # Deployment's replicas): never removed from the live object, never compared.
+    # Deployment's replicas): not sent, and never a reason to apply on their own (the next
+    # apply drops our claim to them).
     handed_over: tuple[tuple[str, ...], ...] = ()
     # The spec keys that may change after creation (None: all). A bound claim's spec is
     # immutable but for its size, which may grow where the StorageClass allows expansion.
