@@ -116,6 +116,21 @@ def test_admission_weighs_work_and_the_drain_budget_with_the_measured_throughput
     assert not verdict.admitted and "drain" in verdict.reason
 
 
+def test_the_golden_query_seeds_the_throughput_until_a_real_request_measures_it() -> None:
+    clock = Clock()
+    work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
+    work.seed(40, 0.05)  # a tiny request: mostly overhead
+    assert work.tokens_per_second == pytest.approx(800)
+    work.accepted(16_000)
+    clock.now += 2
+    work.finished(16_000, completed=True)
+    assert work.tokens_per_second == pytest.approx(8_000)  # replaced, not smoothed into
+    work.accepted(4_000)
+    clock.now += 1
+    work.finished(4_000, completed=True)
+    assert work.tokens_per_second == pytest.approx(8_000 + 0.3 * (4_000 - 8_000))
+
+
 def test_a_caller_whose_turn_is_due_takes_the_room_kept_for_it() -> None:
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)

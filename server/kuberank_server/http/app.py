@@ -215,8 +215,6 @@ async def _start_serving(
         return
     log.info("golden query passed (scores %s)", scores.relevance)
     # The first throughput sample: admission by work has a measure before the first caller.
-    app.state.concurrency_limiter.work.observe(
-        scores.prompt_tokens, time.monotonic() - golden_started
-    )
+    app.state.concurrency_limiter.work.seed(scores.prompt_tokens, time.monotonic() - golden_started)
     phases.finish()
     lifecycle.mark_ready()

@@ -59,6 +59,7 @@ class WorkEstimator:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.tokens_per_second: float | None = None
+        self._seeded = False  # the estimate is the golden query's, not yet a real request's
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
@@ -85,17 +86,24 @@ class WorkEstimator:
             self.backlog_tokens = 0
             self._busy_since = None
 
+    def seed(self, tokens: int, busy_seconds: float) -> None:
+        """A first estimate from the start-up's golden query, so that a cold pod does not admit
+        a crowd unmeasured. A request that small mostly measures overhead: the first real
+        sample replaces it instead of being smoothed into it."""
+        if busy_seconds > 0 and self.tokens_per_second is None:
+            self.tokens_per_second = tokens / busy_seconds
+            self._seeded = True
+
     def observe(self, tokens: int, busy_seconds: float) -> None:
-        """The engine did `tokens` of work in `busy_seconds` (also used to seed the estimate
-        with the start-up's golden query, so a cold pod does not admit a crowd unmeasured)."""
+        """The engine did `tokens` of work in `busy_seconds`."""
         self._sample_tokens += tokens
         self._sample_seconds += busy_seconds
         if self._sample_seconds >= _MIN_SAMPLE_SECONDS or (
-            self.tokens_per_second is None and self._sample_seconds > 0
+            (self.tokens_per_second is None or self._seeded) and self._sample_seconds > 0
         ):
             rate = self._sample_tokens / self._sample_seconds
-            if self.tokens_per_second is None:
-                self.tokens_per_second = rate
+            if self.tokens_per_second is None or self._seeded:
+                self.tokens_per_second, self._seeded = rate, False
             else:
                 self.tokens_per_second += _SMOOTHING * (rate - self.tokens_per_second)
             self._sample_tokens, self._sample_seconds = 0, 0.0
