@@ -124,11 +124,20 @@ def test_the_golden_query_seeds_the_throughput_until_a_real_request_measures_it(
     work.accepted(16_000)
     clock.now += 2
     work.finished(16_000, completed=True)
-    assert work.tokens_per_second == pytest.approx(8_000)  # replaced, not smoothed into
-    work.accepted(4_000)
+    assert work.tokens_per_second == pytest.approx(8_000)  # replaced, not averaged with it
+
+
+def test_a_stalled_engine_lowers_the_throughput_at_once() -> None:
+    clock = Clock()
+    work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
+    work.accepted(8_000)
     clock.now += 1
-    work.finished(4_000, completed=True)
-    assert work.tokens_per_second == pytest.approx(8_000 + 0.3 * (4_000 - 8_000))
+    work.finished(8_000, completed=True)
+    assert work.tokens_per_second == pytest.approx(8_000)
+    work.accepted(8_000)
+    clock.now += 3  # nothing finished for 3 s: at most 8,000 tokens in 4 s of busy time
+    assert work.tokens_per_second == pytest.approx(2_000)
+    assert not work.admit(8_000, max_wait_seconds=3, drain_seconds=0).admitted
 
 
 def test_a_caller_whose_turn_is_due_takes_the_room_kept_for_it() -> None:
@@ -141,12 +150,13 @@ def test_a_caller_whose_turn_is_due_takes_the_room_kept_for_it() -> None:
     first = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     second = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     assert not first.admitted and not second.admitted
-    clock.now += 0.2
-    work.finished(1_500, completed=True)  # 9,000 ahead: room, but kept for the two turns
+    clock.now += 0.5
+    work.finished(500, completed=True)  # 10,000 ahead: room, but kept for the two turns
     fresh = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     assert not fresh.admitted
-    assert fresh.retry_after_seconds > second.retry_after_seconds
-    clock.now += first.retry_after_seconds - 0.2  # the first caller comes back when told
+    assert 0.5 + fresh.retry_after_seconds > second.retry_after_seconds  # back after both
+    clock.now += 0.5  # the first caller comes back when told, the engine on schedule
+    work.finished(500, completed=True)
     assert work.admit(1_000, max_wait_seconds=10, drain_seconds=0).admitted
 
 

@@ -2,8 +2,8 @@
 
 Admission is by work, not by request count: an accepted request adds its prompt tokens to the
 backlog (queued or scoring) until it is answered, and the engine's throughput turns the backlog
-into seconds. Throughput is measured, not configured: tokens of the requests that finished,
-over the busy time they took (time with a backlog), smoothed over the last few samples, so the
+into seconds. Throughput is measured, not configured: tokens of the requests that finished
+over the busy time they took (time with a backlog), in the last ten seconds of it, so the
 engine's batching under the load of the moment is accounted for; the start-up's golden query
 gives the first sample. With nothing measured, one request is scored at a time.
 
@@ -24,10 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Weight of the newest throughput sample.
-_SMOOTHING = 0.3
-# A throughput sample spans at least this much busy time (completions come in batches).
-_MIN_SAMPLE_SECONDS = 0.25
+# Throughput is measured over this much of the most recent busy time.
+_WINDOW_SECONDS = 10.0
 # A turn is claimed by the first request arriving within this long after its caller was told
 # to come back; one not claimed by then is given up (its caller went elsewhere).
 _CLAIM_SECONDS = 0.5
@@ -58,15 +56,15 @@ class WorkEstimator:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.tokens_per_second: float | None = None
-        self._seeded = False  # the estimate is the golden query's, not yet a real request's
+        # (tokens, busy seconds) of the requests finished in the last `_WINDOW_SECONDS` of busy
+        # time, oldest first.
+        self._samples: deque[tuple[int, float]] = deque()
+        self._seeded = False  # the one sample is the golden query's, not a real request's
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
         self._busy_since: float | None = None
         self._last_finish = float("-inf")
-        self._sample_tokens = 0
-        self._sample_seconds = 0.0
         self.turns: deque[Turn] = deque()
 
     # --- the backlog ----------------------------------------------------------------------------
@@ -89,24 +87,32 @@ class WorkEstimator:
     def seed(self, tokens: int, busy_seconds: float) -> None:
         """A first estimate from the start-up's golden query, so that a cold pod does not admit
         a crowd unmeasured. A request that small mostly measures overhead: the first real
-        sample replaces it instead of being smoothed into it."""
-        if busy_seconds > 0 and self.tokens_per_second is None:
-            self.tokens_per_second = tokens / busy_seconds
+        sample replaces it."""
+        if busy_seconds > 0 and not self._samples:
+            self._samples.append((tokens, busy_seconds))
             self._seeded = True
 
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
-        self._sample_tokens += tokens
-        self._sample_seconds += busy_seconds
-        if self._sample_seconds >= _MIN_SAMPLE_SECONDS or (
-            (self.tokens_per_second is None or self._seeded) and self._sample_seconds > 0
-        ):
-            rate = self._sample_tokens / self._sample_seconds
-            if self.tokens_per_second is None or self._seeded:
-                self.tokens_per_second, self._seeded = rate, False
-            else:
-                self.tokens_per_second += _SMOOTHING * (rate - self.tokens_per_second)
-            self._sample_tokens, self._sample_seconds = 0, 0.0
+        if self._seeded:
+            self._samples.clear()
+            self._seeded = False
+        self._samples.append((tokens, busy_seconds))
+        window = sum(seconds for _, seconds in self._samples)
+        while len(self._samples) > 1 and window - self._samples[0][1] >= _WINDOW_SECONDS:
+            window -= self._samples.popleft()[1]
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens done over busy time in the recent window; the time since the last request
+        finished counts too, so a stalled or slowed engine lowers the estimate at once."""
+        if not self._samples:
+            return None
+        tokens = sum(done for done, _ in self._samples)
+        seconds = sum(busy for _, busy in self._samples)
+        if self._busy_since is not None:
+            seconds += max(0.0, self._clock() - max(self._last_finish, self._busy_since))
+        return tokens / seconds if seconds > 0 else None
 
     def seconds_for(self, tokens: float) -> float:
         """Seconds of engine time for this many tokens (0 while throughput is unknown)."""
