@@ -116,15 +116,17 @@ def test_admission_weighs_work_and_the_drain_budget_with_the_measured_throughput
     assert not verdict.admitted and "drain" in verdict.reason
 
 
-def test_the_golden_query_seeds_the_throughput_until_a_real_request_measures_it() -> None:
+def test_with_nothing_measured_the_count_caps_alone_apply() -> None:
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
-    work.seed(40, 0.05)  # a tiny request: mostly overhead
-    assert work.tokens_per_second == pytest.approx(800)
-    work.accepted(16_000)
-    clock.now += 2
+    for _ in range(3):
+        assert work.admit(16_000, max_wait_seconds=1, drain_seconds=1).admitted
+        work.accepted(16_000)
+    assert not work.turns
+    clock.now += 6
     work.finished(16_000, completed=True)
-    assert work.tokens_per_second == pytest.approx(8_000)  # replaced, not averaged with it
+    assert work.tokens_per_second == pytest.approx(16_000 / 6)
+    assert not work.admit(16_000, max_wait_seconds=1, drain_seconds=1).admitted
 
 
 def test_a_stalled_engine_lowers_the_throughput_at_once() -> None:
@@ -172,6 +174,9 @@ def test_callers_who_wait_out_retry_after_are_usually_served() -> None:
     def latency() -> float:
         return rng.uniform(0.001, 0.02)
 
+    work.accepted(100)  # a warm pod: one request measured the throughput
+    clock.now += 100 / rate
+    work.finished(100, completed=True)
     events = [(clock.now + latency(), caller, "send") for caller in range(150)]
     heapq.heapify(events)
     engine_free_at = clock.now

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -193,7 +192,6 @@ async def _start_serving(
         return
     try:
         async with phases.phase("golden_query", "checking the golden query"):
-            golden_started = time.monotonic()
             scores = await scorer.score(
                 GOLDEN_QUERY,
                 GOLDEN_DOCUMENTS,
@@ -214,7 +212,5 @@ async def _start_serving(
         lifecycle.mark_failed("the golden query did not rank its relevant document first")
         return
     log.info("golden query passed (scores %s)", scores.relevance)
-    # The first throughput sample: admission by work has a measure before the first caller.
-    app.state.concurrency_limiter.work.seed(scores.prompt_tokens, time.monotonic() - golden_started)
     phases.finish()
     lifecycle.mark_ready()

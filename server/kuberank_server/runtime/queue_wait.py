@@ -4,8 +4,9 @@ Admission is by work, not by request count: an accepted request adds its prompt 
 backlog (queued or scoring) until it is answered, and the engine's throughput turns the backlog
 into seconds. Throughput is measured, not configured: tokens of the requests that finished
 over the busy time they took (time with a backlog), in the last ten seconds of it, so the
-engine's batching under the load of the moment is accounted for; the start-up's golden query
-gives the first sample. With nothing measured, one request is scored at a time.
+engine's batching under the load of the moment is accounted for. Until the first request has
+finished only the request-count caps apply (a guess, such as the tiny golden query's rate,
+would book refused callers' turns far too late); the drain still cuts what it cannot finish.
 
 A refused caller gets a `Retry-After` that books it a turn: the time at which the backlog will
 have drained enough for its work to fit, after every caller refused before it (their turns
@@ -59,7 +60,6 @@ class WorkEstimator:
         # (tokens, busy seconds) of the requests finished in the last `_WINDOW_SECONDS` of busy
         # time, oldest first.
         self._samples: deque[tuple[int, float]] = deque()
-        self._seeded = False  # the one sample is the golden query's, not a real request's
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
@@ -84,19 +84,8 @@ class WorkEstimator:
             self.backlog_tokens = 0
             self._busy_since = None
 
-    def seed(self, tokens: int, busy_seconds: float) -> None:
-        """A first estimate from the start-up's golden query, so that a cold pod does not admit
-        a crowd unmeasured. A request that small mostly measures overhead: the first real
-        sample replaces it."""
-        if busy_seconds > 0 and not self._samples:
-            self._samples.append((tokens, busy_seconds))
-            self._seeded = True
-
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
-        if self._seeded:
-            self._samples.clear()
-            self._seeded = False
         self._samples.append((tokens, busy_seconds))
         window = sum(seconds for _, seconds in self._samples)
         while len(self._samples) > 1 and window - self._samples[0][1] >= _WINDOW_SECONDS:
@@ -132,8 +121,7 @@ class WorkEstimator:
         if self.backlog_tokens == 0:
             return Verdict(True)
         if not rate:
-            # Work is under way and none has been measured: one request at a time until then.
-            return Verdict(False, "no throughput measured yet and a request is being scored", 1)
+            return Verdict(True)  # nothing measured yet: the request-count caps alone apply
         allowed = max_wait_seconds * rate
         if drain_seconds > 0:
             allowed = min(allowed, drain_seconds * rate - tokens)
