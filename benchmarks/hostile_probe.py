@@ -287,6 +287,7 @@ def abandoned(process: psutil.Process, url: str) -> dict[str, Any]:
 async def retries(url: str) -> dict[str, Any]:
     ok_latencies: list[float] = []
     retried = retried_served = refused = timed_out = 0
+    retry_afters: list[int] = []
     stop_at = time.monotonic() + RETRY_SECONDS
     limits = httpx.Limits(max_connections=RETRY_CALLERS + 10)
     async with httpx.AsyncClient(base_url=url, headers=probe_headers(), limits=limits,
@@ -314,16 +315,21 @@ async def retries(url: str) -> dict[str, Any]:
                 elif response.status_code == 429:
                     refused += 1
                     retrying = True
-                    await asyncio.sleep(int(response.headers["Retry-After"]))
+                    retry_afters.append(int(response.headers["Retry-After"]))
+                    await asyncio.sleep(retry_afters[-1])
 
         await asyncio.gather(*(caller(number) for number in range(RETRY_CALLERS)))
     p95 = statistics.quantiles(ok_latencies, n=20)[-1] if len(ok_latencies) > 1 else None
+    spread = None
+    if retry_afters:
+        spread = [min(retry_afters), statistics.median(retry_afters), max(retry_afters)]
     return {
         "callers": RETRY_CALLERS,
         "seconds": RETRY_SECONDS,
         "answered_200": len(ok_latencies),
         "refused_429": refused,
         "client_timeouts": timed_out,
+        "retry_after_min_median_max_s": spread,
         "retries_after_waiting": retried,
         "retries_served": retried_served,
         "retry_success_share": round(retried_served / retried, 3) if retried else None,
