@@ -22,8 +22,7 @@ EXAMPLES_PER_OPERATION = 30
 
 def fuzz(url: str, headers: dict[str, str], examples: int) -> dict[str, str]:
     """Each operation's first failure (schemathesis's report), by operation."""
-    # The document is behind the same auth as the API (issue 19).
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=headers)
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     failures: dict[str, str] = {}
     for result in schema.get_all_operations():
         operation = result.ok()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, StrictBool, Tag
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
-# Strict: the schema says integer, so `true` or `"3"` is refused, not coerced.
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class DocumentText(BaseModel):
@@ -26,7 +25,7 @@ class RerankRequest(BaseModel):
     query: NonEmptyText
     documents: list[str] = Field(min_length=1)
     top_n: PositiveInt | None = None
-    return_documents: StrictBool = True
+    return_documents: bool = True
     instruction: str | None = Field(None, description="Qwen3-Reranker instruction override")
     max_tokens_per_doc: PositiveInt | None = None
 
@@ -87,8 +86,8 @@ class ScoreRequest(BaseModel):
     """1:1, 1:N (one `text_1`, many `text_2`) or N:N pairs, as vLLM's `/v1/score`."""
 
     model: str | None = None
-    text_1: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
-    text_2: str | Annotated[list[str], Field(min_length=1)]
+    text_1: NonEmptyText | list[NonEmptyText]
+    text_2: str | list[str]
     instruction: str | None = None
 
 
@@ -111,9 +110,9 @@ class ScoreResponse(BaseModel):
 class TeiRerankRequest(BaseModel):
     query: NonEmptyText
     texts: list[str] = Field(min_length=1)
-    truncate: StrictBool | None = None
-    raw_scores: StrictBool = False
-    return_text: StrictBool = False
+    truncate: bool | None = None
+    raw_scores: bool = False
+    return_text: bool = False
 
 
 class TeiRank(BaseModel):
