@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 from tests.operator.harness import (
-    AUTOSCALERS,
     DEPLOYMENTS,
-    DISRUPTION_BUDGETS,
     EVENTS,
     PODS,
     RERANKERS,
@@ -19,11 +17,9 @@ from tests.operator.harness import (
     reranker,
 )
 from tests.operator.real_cluster import REPLICA_SETS, AuditEntry, Cluster
-from tests.operator.test_operator_on_control_plane import is_ready, pods
+from tests.operator.test_operator_on_control_plane import CHILDREN, is_ready, pods
 
 pytestmark = pytest.mark.control_plane
-
-CHILDREN = (DEPLOYMENTS, SERVICES, AUTOSCALERS, DISRUPTION_BUDGETS)
 STEADY_STATE_SECONDS = 60
 
 
