@@ -114,9 +114,9 @@ class RequestLimits(BaseModel):
     max_queue_wait_seconds: float = Field(
         DEFAULT_MAX_QUEUE_WAIT_SECONDS,
         gt=0,
-        description="Longest expected wait for a scoring slot, estimated from the queue ahead "
-        "and the recent time per request; a request that would wait longer is answered 429 "
-        "at once, with that estimate in Retry-After.",
+        description="Longest expected wait for the work accepted ahead of a request (its "
+        "prompt tokens at the engine's measured throughput); a request that would wait longer "
+        "is answered 429 at once, with a Retry-After that books it a turn.",
     )
 
 

@@ -20,8 +20,10 @@ from fastapi import FastAPI
 from tests.server.harness import auth_headers, error_of, server_settings
 
 from kuberank_server.http.app import create_app
+from kuberank_server.http.errors import NotReadyError
 
 SEED = {"query": "q", "documents": ["d"]}
+URL = "http://kuberank.test/v1/rerank"
 SCORING_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/v1/ranking")
 
 
@@ -233,3 +235,105 @@ async def test_openapi_documents_the_bearer_scheme_and_every_error_status() -> N
     for path in ("/health", "/ready"):
         assert set(document["paths"][path]["get"]["responses"]) == {"200", "503"}
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+# --- issue 19: the second hostile probe ------------------------------------------------------
+class StandInScoring:
+    """Stands in for the engine-backed scoring where only what comes before it is tested
+    (auth, body validation): it answers every request 503, naming itself."""
+
+    async def rerank(self, *args: Any, **kwargs: Any) -> None:
+        raise NotReadyError("stand-in scoring: no engine in this test")
+
+
+@asynccontextmanager
+async def ready_client_of(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with client_of(**overrides) as (app, client):
+        app.state.rerank_scoring = StandInScoring()
+        app.state.lifecycle.mark_ready()
+        yield app, client
+
+
+async def test_duplicate_credential_headers_are_refused_whichever_comes_first() -> None:
+    good = auth_headers()["Authorization"]
+    sent = [
+        [("Authorization", good)],
+        [("Authorization", good), ("Authorization", "Bearer bad")],
+        [("Authorization", "Bearer bad"), ("Authorization", good)],
+        [("Authorization", good), ("Authorization", good)],
+        [("X-API-Key", "kr_first"), ("X-API-Key", "kr_second")],
+    ]
+    async with ready_client_of() as (app, client):
+        # Exactly these headers (a client's defaults would merge them into one).
+        answers = [
+            await client.send(httpx.Request("POST", URL, json=SEED, headers=headers))
+            for headers in sent
+        ]
+    # The request that passes auth reaches the stand-in.
+    assert "stand-in" in error_of(answers[0])["message"]
+    for answer in answers[1:]:
+        assert answer.status_code == 401
+        assert "sent more than once" in error_of(answer)["message"]
+    assert (
+        app.state.metrics.registry.get_sample_value(
+            "kuberank_auth_failures_total", {"reason": "malformed_header"}
+        )
+        == len(sent) - 1
+    )
+
+
+@pytest.mark.parametrize("path", ["/docs", "/openapi.json"])
+async def test_the_api_documents_need_a_credential_unless_opened(path: str) -> None:
+    async with client_of() as (_, client):
+        with_credential = await client.get(path)
+        without = await client.get(path, headers={"Authorization": ""})
+    async with client_of(open_docs=True) as (_, client):
+        opened = await client.get(path, headers={"Authorization": ""})
+    assert with_credential.status_code == 200
+    assert without.status_code == 401
+    assert error_of(without)["type"] == "authentication_error"
+    assert opened.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/v1/models", "/openapi.json", "/docs"])
+async def test_head_is_answered_wherever_get_is(path: str) -> None:
+    async with client_of(open_docs=True) as (_, client):
+        got = await client.get(path)
+        head = await client.head(path)
+    assert head.status_code == got.status_code != 405
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/rerank", {**SEED, "return_documents": 0}, "return_documents"),
+    ("/v1/rerank", {**SEED, "top_n": True}, "top_n"),
+    ("/v1/rerank", {**SEED, "top_n": "2"}, "top_n"),
+    ("/rerank", {"query": "q", "texts": ["a"], "return_text": 0}, "tei.return_text"),
+    ("/v1/score", {"text_1": "q", "text_2": []}, "text_2"),
+    ("/v1/score", {"text_1": [], "text_2": ["a"]}, "text_1"),
+])  # fmt: skip
+async def test_types_are_as_strict_as_the_schema_says(
+    path: str, body: dict[str, Any], param: str
+) -> None:
+    async with ready_client_of() as (_, client):
+        response = await client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert str(error_of(response)["param"]).startswith(param)
+
+
+async def test_the_request_log_is_budgeted_like_the_audit_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with ready_client_of(audit_unauthenticated_records_per_second=5) as (_, client):
+        client.headers.pop("Authorization")
+        with caplog.at_level("INFO", logger="kuberank_server.requests"):
+            for _ in range(40):
+                assert (await client.post("/v1/rerank", json=SEED)).status_code == 401
+            await asyncio.sleep(1.1)  # the summary follows the one-second window
+    lines = [json.loads(record.getMessage()) for record in caplog.records
+             if record.name == "kuberank_server.requests"]  # fmt: skip
+    requests = [line for line in lines if "route" in line]
+    suppressed = sum(line.get("suppressed", 0) for line in lines)
+    assert len(requests) <= 10
+    assert len(requests) + suppressed == 40

@@ -1,9 +1,10 @@
 """HTTPS on the API port with real certificates made here: trust, hostname, rotation.
 
-uvicorn serves with `kuberank_server.http.tls` exactly as `kuberank-server serve` configures it,
-in a thread on loopback. The app behind it is a one-route stand-in (the TLS layer is what is
-under test; `test_serve_process_speaks_https_with_the_settings` runs the real server
-process with the same settings). Clients name the Service's DNS name in SNI and check it
+uvicorn serves with `kuberank_server.http.tls` and the API port's config exactly as
+`kuberank-server serve` sets them up, in a thread on loopback. The app behind it is a
+one-route stand-in (the TLS layer is what is under test;
+`test_serve_process_speaks_https_with_the_settings` runs the real server process with the
+same settings). Clients name the Service's DNS name in SNI and check it
 against the certificate, as in-cluster callers do.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +30,7 @@ from tests.server.certificates import SERVICE_NAMES, Authority, KeyPair, Mounted
 from tests.support import engine_test_env, free_port
 
 from kuberank_server.commands.cli import main as cli_main
+from kuberank_server.http.http_limits import api_server_config
 from kuberank_server.http.tls import (
     ReloadingCertificate,
     TLSConfigurationError,
@@ -49,13 +53,11 @@ def _app() -> FastAPI:
 
 
 class HttpsServer:
-    def __init__(self, certificate: ReloadingCertificate) -> None:
+    def __init__(self, certificate: ReloadingCertificate, **limits: Any) -> None:
         self.certificate = certificate
         self.port = free_port()
-        config = uvicorn.Config(
-            _app(), host="127.0.0.1", port=self.port, log_level="warning",
-            **certificate.uvicorn_options(),
-        )  # fmt: skip
+        settings = ServerSettings(host="127.0.0.1", port=self.port, log_level="warning", **limits)
+        config = api_server_config(_app(), settings, **certificate.server_options())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="https-server", daemon=True)
 
@@ -227,12 +229,40 @@ def test_unusable_files_are_refused_at_start_naming_the_file(
         ReloadingCertificate(secret.cert_file, tmp_path / "other.key", 5)
 
 
+def test_silent_connections_count_from_accept_and_the_handshake_has_the_header_timeout(
+    secret: MountedSecret, first_ca: Authority, first_pair: KeyPair
+) -> None:
+    """Issue 19, item 5: 3,000 silent sockets were accepted uncounted and each held 60 s."""
+    certificate = ReloadingCertificate(secret.cert_file, secret.key_file, CHECK_SECONDS)
+    limits = {"max_connections": 4, "max_connections_per_client": 3, "header_timeout_seconds": 1}
+    with HttpsServer(certificate, **limits) as server:
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                           source_address=(f"127.0.0.{2 + n // 3}", 0))
+                  for n in range(12)]  # fmt: skip
+        time.sleep(0.3)
+        # The cap (4) and the probes' reserve (8) are taken by sockets that never said hello:
+        # the next connection is closed at once, before any handshake.
+        refused = socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                           source_address=("127.0.0.9", 0))  # fmt: skip
+        started = time.monotonic()
+        assert refused.recv(10) == b""
+        assert time.monotonic() - started < 0.5
+        # A silent socket is closed once the header timeout has passed, not after 60 s.
+        silent[0].settimeout(5)
+        assert silent[0].recv(10) == b""
+        assert time.monotonic() - started < limits["header_timeout_seconds"] + 1
+        for sock in silent:
+            sock.close()
+        time.sleep(0.3)
+        assert get_health(server, trusting(first_ca)) == (200, first_pair.fingerprint)
+
+
 def test_settings_take_both_files_or_neither(secret: MountedSecret, first_pair: KeyPair) -> None:
     assert uvicorn_tls_options(ServerSettings()) == {}
     with pytest.raises(ValueError, match="tls_cert_file and tls_key_file go together"):
         ServerSettings(tls_cert_file=secret.cert_file)
     settings = ServerSettings(tls_cert_file=secret.cert_file, tls_key_file=secret.key_file)
-    assert set(uvicorn_tls_options(settings)) == {"ssl_context_factory"}
+    assert set(uvicorn_tls_options(settings)) == {"tls_context"}
 
 
 def test_serve_exits_with_a_usage_error_on_unusable_tls_files(

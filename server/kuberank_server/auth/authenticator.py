@@ -167,13 +167,21 @@ class Authenticator:
         api_key_header: str | None = None,
         *,
         identified: Callable[[Principal], None] | None = None,
+        duplicated: Sequence[str] = (),
     ) -> Principal:
         """The caller behind the headers, or AuthenticationError (401), PermissionDeniedError
         (403), RateLimitedError (429), SigningKeysUnavailableError (503).
 
         `identified` sees the caller once its credential verifies, before the scope and rate
-        checks, so that a refusal for scope or rate can still name who was refused."""
+        checks, so that a refusal for scope or rate can still name who was refused.
+        `duplicated` names credential headers the request carries more than once: refused,
+        since layers that read the first and layers that read the last would disagree."""
         try:
+            if duplicated:
+                raise AuthenticationError(
+                    f"{' and '.join(duplicated)} sent more than once; send one credential",
+                    reason="malformed_header",
+                )
             principal, key_rate = await self._verified_principal(
                 authorization_header, api_key_header
             )

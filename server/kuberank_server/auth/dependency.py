@@ -23,11 +23,15 @@ async def require_principal(request: Request) -> Principal:
         request.state.credential_type = principal.credential_type
         request.state.credential_id = principal.credential_id
 
+    duplicated = [
+        name for name in ("Authorization", "X-API-Key") if len(request.headers.getlist(name)) > 1
+    ]
     try:
         return await authenticator.authenticate(
             request.headers.get("authorization"),
             request.headers.get(API_KEY_HEADER),
             identified=identified,
+            duplicated=duplicated,
         )
     except KuberankError as error:
         request.state.auth_failure = failure_reason(error)

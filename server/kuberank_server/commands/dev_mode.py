@@ -33,9 +33,9 @@ def quiet_engine_logs() -> None:
 
 def dev_settings(settings: ServerSettings) -> ServerSettings:
     """`settings` bound to 127.0.0.1 over plain HTTP (the printed curl must work whatever the
-    environment says), with a random secret if JWT auth has no key source."""
+    environment says), /docs open, with a random secret if JWT auth has no key source."""
     settings = settings.model_copy(
-        update={"host": "127.0.0.1", "tls_cert_file": None, "tls_key_file": None}
+        update={"host": "127.0.0.1", "tls_cert_file": None, "tls_key_file": None, "open_docs": True}
     )
     if settings.auth_mode in JWT_AUTH_MODES and not configured_key_sources(settings):
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
 
 from kuberank_server import __version__
-from kuberank_server.auth import Authenticator
+from kuberank_server.auth import Authenticator, require_principal
 from kuberank_server.engine import EngineConfigurationError
 from kuberank_server.engine.prompts import TokenLimits
 from kuberank_server.engine.scorer import Scorer
@@ -27,7 +29,7 @@ from kuberank_server.http.errors import (
     error_responses,
     install_error_handlers,
 )
-from kuberank_server.http.middleware import BodyGuard, RequestObserver
+from kuberank_server.http.middleware import BodyGuard, HeadAsGet, RequestObserver
 from kuberank_server.observability.audit import AuditTrail
 from kuberank_server.observability.metrics import ServerMetrics
 from kuberank_server.observability.startup import StartupPhases
@@ -79,6 +81,10 @@ def create_app(
         description="Every rerank dialect (Jina, vLLM, Cohere v2, TEI, NIM) over vLLM.",
         # Starlette's trailing-slash redirect builds its Location from the Host header.
         redirect_slashes=False,
+        # Behind the API's auth unless `open_docs` (see `_add_protected_docs`).
+        openapi_url="/openapi.json" if settings.open_docs else None,
+        docs_url="/docs" if settings.open_docs else None,
+        redoc_url="/redoc" if settings.open_docs else None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -89,6 +95,7 @@ def create_app(
         settings.max_queued_requests,
         metrics,
         max_wait_seconds=settings.max_queue_wait_seconds,
+        drain_seconds=settings.drain_timeout_seconds,
     )
     # uvicorn must serve with `connection_recycler.protocol()` for recycling to apply.
     app.state.connection_recycler = ConnectionRecycler(
@@ -97,8 +104,11 @@ def create_app(
     install_error_handlers(app)
     app.include_router(rerank_router)
     _add_probes(app, lifecycle)
+    if not settings.open_docs:
+        _add_protected_docs(app)
     # Outermost last: the observer sees (and counts) the guard's 413/415 answers too, and the
     # audit trail inside it sees the observer's request id.
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         BodyGuard,
         router=app.router,
@@ -111,7 +121,11 @@ def create_app(
         unauthenticated_per_second=settings.audit_unauthenticated_records_per_second,
     )
     app.add_middleware(
-        RequestObserver, metrics=metrics, lifecycle=lifecycle, log_probes=settings.log_probes
+        RequestObserver,
+        metrics=metrics,
+        lifecycle=lifecycle,
+        log_probes=settings.log_probes,
+        unauthenticated_per_second=settings.audit_unauthenticated_records_per_second,
     )
     app.add_middleware(RecycleConnections, recycler=app.state.connection_recycler)
     return app
@@ -137,6 +151,18 @@ def _add_probes(app: FastAPI, lifecycle: Lifecycle) -> None:
         if engine_dead():
             return error_response(NotReadyError("not ready: the vLLM engine has died"))
         return {"status": "ready"}
+
+
+def _add_protected_docs(app: FastAPI) -> None:
+    """/openapi.json and /docs behind the same credential as the API routes."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_principal)])
+    async def openapi_document() -> Any:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_principal)])
+    async def docs_page() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
 
 async def _start_serving(

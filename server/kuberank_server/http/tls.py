@@ -1,8 +1,8 @@
 """HTTPS on the API port from a certificate and key in files, reloaded when the files rotate.
 
 uvicorn loads a certificate once, at start. A mounted Secret changes under a running pod
-(cert-manager renews it; the kubelet swaps the files in with a symlink), so here uvicorn
-listens with one `ssl.SSLContext` whose `sni_callback` runs at the start of every handshake
+(cert-manager renews it; the kubelet swaps the files in with a symlink), so here the API port
+serves with one `ssl.SSLContext` whose `sni_callback` runs at the start of every handshake
 (with or without SNI). At most every `check_interval_seconds` it looks at the files; a pair
 that changed is loaded into a fresh context, and from then on every handshake is handed that
 context. Connections already open keep the certificate they began with. A pair that does not
@@ -55,7 +55,7 @@ class ReloadingCertificate:
         self.current = _server_context(cert_file, key_file)  # at start, a bad pair is fatal
         self.loads = 1
         self._checked_at = time.monotonic()
-        # The context uvicorn listens with; its callback picks the current one per handshake.
+        # The context every handshake starts with; its callback picks the current one.
         self.listening = self.current
         self.listening.sni_callback = self._on_client_hello
 
@@ -101,13 +101,14 @@ class ReloadingCertificate:
         if connection.context is not self.current:
             connection.context = self.current
 
-    def uvicorn_options(self) -> dict[str, Any]:
-        """Keyword arguments for `uvicorn.Config` to listen with this certificate."""
-        return {"ssl_context_factory": lambda _config, _default: self.listening}
+    def server_options(self) -> dict[str, Any]:
+        """Keyword arguments for `http_limits.api_server_config` to serve with this certificate
+        (the handshake is done by its protocol, counted from the accept, not by uvicorn)."""
+        return {"tls_context": self.listening}
 
 
 def uvicorn_tls_options(settings: ServerSettings) -> dict[str, Any]:
-    """`uvicorn.Config` keyword arguments: none for plain HTTP, else a reloading certificate.
+    """`api_server_config` keyword arguments: none for plain HTTP, else a reloading certificate.
 
     Raises TLSConfigurationError at once when the files cannot be used.
     """
@@ -118,4 +119,4 @@ def uvicorn_tls_options(settings: ServerSettings) -> dict[str, Any]:
     )
     log.info("HTTPS with %s (checked for rotation every %g s)", settings.tls_cert_file,
              settings.tls_reload_check_seconds)  # fmt: skip
-    return certificate.uvicorn_options()
+    return certificate.server_options()

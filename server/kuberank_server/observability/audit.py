@@ -28,6 +28,8 @@ AUDIT_LOGGER = "kuberank_server.audit"
 audit_log = logging.getLogger(AUDIT_LOGGER)
 
 UNAUDITED_PATHS = frozenset({"/health", "/ready"})
+# nginx's code for "the client closed the connection before the answer": not a 4xx of ours.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _timestamp() -> str:
@@ -75,6 +77,11 @@ class RecordBudget:
         if self._suppressed:
             self._write_summary(self._suppressed, self._suppressed_since)
             self._suppressed = 0
+
+
+def verified_caller(state: dict[str, Any]) -> bool:
+    """Whether the request carried a credential that verified (its records are never dropped)."""
+    return state.get("credential_type") in ("jwt", "api_key") and not state.get("auth_failure")
 
 
 def _write_suppressed_summary(count: int, since: str) -> None:
@@ -125,10 +132,9 @@ class AuditTrail:
 
     def _record(self, scope: Scope, arrived: str, status: int, elapsed: float) -> None:
         state: dict[str, Any] = scope.get("state") or {}
-        verified = state.get("credential_type") in ("jwt", "api_key") and not state.get(
-            "auth_failure"
-        )
-        if not verified and not self.budget.allow():
+        if state.get("client_disconnected"):
+            status = CLIENT_CLOSED_REQUEST
+        if not verified_caller(state) and not self.budget.allow():
             return
         client = scope.get("client")
         _write(

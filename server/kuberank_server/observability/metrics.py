@@ -78,6 +78,13 @@ class ServerMetrics:
         self.auth_failures_total = Counter(
             "kuberank_auth_failures_total", "rejected tokens by reason", ["reason"], registry=r
         )
+        self.http_refusals_total = Counter(
+            "kuberank_http_refusals_total",
+            "requests and connections refused below the application (431, 408, parser 400,"
+            " 503 over the connection caps) by port and reason",
+            ["port", "reason"],
+            registry=r,
+        )
         self.truncated_documents_total = Counter(
             "kuberank_truncated_documents_total", "documents cut to the token limit", registry=r
         )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, Discriminator, Field, StrictBool, Tag
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Strict: the schema says integer, so `true` or `"3"` is refused, not coerced.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 
 
 class DocumentText(BaseModel):
@@ -25,7 +26,7 @@ class RerankRequest(BaseModel):
     query: NonEmptyText
     documents: list[str] = Field(min_length=1)
     top_n: PositiveInt | None = None
-    return_documents: bool = True
+    return_documents: StrictBool = True
     instruction: str | None = Field(None, description="Qwen3-Reranker instruction override")
     max_tokens_per_doc: PositiveInt | None = None
 
@@ -86,8 +87,8 @@ class ScoreRequest(BaseModel):
     """1:1, 1:N (one `text_1`, many `text_2`) or N:N pairs, as vLLM's `/v1/score`."""
 
     model: str | None = None
-    text_1: NonEmptyText | list[NonEmptyText]
-    text_2: str | list[str]
+    text_1: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
+    text_2: str | Annotated[list[str], Field(min_length=1)]
     instruction: str | None = None
 
 
@@ -110,9 +111,9 @@ class ScoreResponse(BaseModel):
 class TeiRerankRequest(BaseModel):
     query: NonEmptyText
     texts: list[str] = Field(min_length=1)
-    truncate: bool | None = None
-    raw_scores: bool = False
-    return_text: bool = False
+    truncate: StrictBool | None = None
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
 
 
 class TeiRank(BaseModel):

@@ -88,14 +88,13 @@ class RerankScoring:
         limits = self._limits(max_tokens_per_doc, truncate)
         # Our own id, not the client's X-Request-Id: engine request ids must be unique.
         request_id = new_request_id()
-        async with self.concurrency_limiter.slot():
-            scores = await self.scorer.score(
-                query,
-                documents,
-                instruction=instruction or self.settings.instruction,
-                limits=limits,
-                request_id=request_id,
-            )
+        # Tokenized first: admission weighs the request by its work.
+        prepared = await self.scorer.prepare(
+            query, documents, instruction=instruction or self.settings.instruction, limits=limits
+        )
+        check_request_tokens(prepared.prompt_tokens, limits.max_request_tokens, "documents")
+        async with self.concurrency_limiter.slot(prepared.prompt_tokens):
+            scores = await self.scorer.score_prepared(prepared, request_id)
         self._record(len(documents), scores.prompt_tokens, scores.truncated_documents)
         ranked = sorted(
             (
@@ -123,8 +122,6 @@ class RerankScoring:
     ) -> PairScores:
         """vLLM's score API: one query against every document, or query i with document i."""
         request.state.documents = len(documents)
-        if not documents:
-            raise InvalidRequestError("text_2 must hold at least one text", param="text_2")
         if len(queries) not in (1, len(documents)):
             raise InvalidRequestError(
                 f"text_1 has {len(queries)} texts and text_2 {len(documents)}: "
@@ -135,20 +132,19 @@ class RerankScoring:
         limits = self._limits(None, None)
         request_id = new_request_id("score")
         groups = _group_by_query(queries, documents)
-        async with self.concurrency_limiter.slot():
-            prepared = [
-                await self.scorer.prepare(
-                    query,
-                    [documents[i] for i in positions],
-                    instruction=instruction or self.settings.instruction,
-                    limits=limits,
-                )
-                for query, positions in groups.items()
-            ]
-            # The budget is per request, not per query group.
-            check_request_tokens(
-                sum(group.prompt_tokens for group in prepared), limits.max_request_tokens, "text_2"
+        prepared = [
+            await self.scorer.prepare(
+                query,
+                [documents[i] for i in positions],
+                instruction=instruction or self.settings.instruction,
+                limits=limits,
             )
+            for query, positions in groups.items()
+        ]
+        # The budget is per request, not per query group.
+        prompt_tokens = sum(group.prompt_tokens for group in prepared)
+        check_request_tokens(prompt_tokens, limits.max_request_tokens, "text_2")
+        async with self.concurrency_limiter.slot(prompt_tokens):
             group_scores = await asyncio.gather(
                 *(
                     self.scorer.score_prepared(group, f"{request_id}-q{number}")
@@ -158,7 +154,6 @@ class RerankScoring:
         by_position: dict[int, float] = {}
         for positions, scores in zip(groups.values(), group_scores, strict=True):
             by_position.update(zip(positions, scores.relevance, strict=True))
-        prompt_tokens = sum(scores.prompt_tokens for scores in group_scores)
         truncated = sum(scores.truncated_documents for scores in group_scores)
         self._record(len(documents), prompt_tokens, truncated)
         return PairScores(

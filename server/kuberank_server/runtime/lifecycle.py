@@ -2,7 +2,10 @@
 
 `/ready` is 200 only in the `ready` state. On SIGTERM the server enters `draining`: `/ready`
 turns 503 at once and new API requests get 503, while requests already accepted finish
-(up to `--drain-timeout-seconds`), then the process exits 0.
+(up to `--drain-timeout-seconds`), then the process exits 0. Admission keeps the accepted
+work within what that budget can finish; whatever is still unanswered when it is spent is
+cut (its engine work aborted) and answered 503 with `Retry-After`, never left to the server's
+shutdown (which would answer 500).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import logging
 import math
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -22,12 +25,14 @@ import uvicorn
 
 from kuberank_server.http.errors import NotReadyError, RateLimitedError
 from kuberank_server.observability.metrics import ServerMetrics
-from kuberank_server.runtime.queue_wait import QueueWaitEstimator
+from kuberank_server.runtime.queue_wait import WorkEstimator
 
 log = logging.getLogger("kuberank_server.serve")
 
 State = Literal["starting", "ready", "failed", "draining"]
 _IDLE_POLL_SECONDS = 0.05
+# How long cut requests have to send their 503 before the server shuts down.
+_CUT_ANSWER_SECONDS = 2.0
 
 
 class Lifecycle:
@@ -38,6 +43,8 @@ class Lifecycle:
         self.active_requests = 0
         # Set once start-up is over, whether it ended ready or failed.
         self.settled = asyncio.Event()
+        # How to cut each request being handled now: abort its work and answer it 503.
+        self._cutters: set[Callable[[], None]] = set()
 
     def mark_ready(self) -> None:
         if self.state == "starting":
@@ -56,6 +63,22 @@ class Lifecycle:
         if self.state != "ready":
             raise NotReadyError(f"not serving: {self.reason}")
 
+    @contextmanager
+    def cuttable(self, cut: Callable[[], None]) -> Iterator[None]:
+        """While this block runs, a drain past its budget calls `cut`."""
+        self._cutters.add(cut)
+        try:
+            yield
+        finally:
+            self._cutters.discard(cut)
+
+    def cut_remaining(self) -> int:
+        """Cut every request still being handled; how many there were."""
+        cutters = list(self._cutters)
+        for cut in cutters:
+            cut()
+        return len(cutters)
+
     async def wait_idle(self, timeout_seconds: float) -> bool:
         """True once no accepted request is left, False if the timeout came first."""
         deadline = time.monotonic() + timeout_seconds
@@ -67,9 +90,12 @@ class Lifecycle:
 
 
 class ConcurrencyLimiter:
-    """At most `max_concurrent` requests score at once and `max_queued` wait; a request that
-    finds the queue full, or would wait longer than `max_wait_seconds`, gets 429 at once with
-    `Retry-After` set to the expected wait of the queue ahead."""
+    """Admission, by request count and by work. At most `max_concurrent` requests score at
+    once and `max_queued` wait for a slot; and a request is admitted only if the work accepted
+    ahead of it (in prompt tokens, at the measured throughput, see `queue_wait`) finishes within
+    `max_wait_seconds`, and all accepted work, its own included, within `drain_seconds` (what
+    a drain can finish; 0 sets no such bound). Refused requests get 429 at once, with a
+    `Retry-After` that books their turn."""
 
     def __init__(
         self,
@@ -77,13 +103,15 @@ class ConcurrencyLimiter:
         max_queued: int,
         metrics: ServerMetrics,
         max_wait_seconds: float = math.inf,
+        drain_seconds: float = 0.0,
     ) -> None:
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
         self.max_wait_seconds = max_wait_seconds
+        self.drain_seconds = drain_seconds
         self.in_flight = 0
         self.waiting = 0
-        self.wait_estimate = QueueWaitEstimator(max_concurrent)
+        self.work = WorkEstimator()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._metrics = metrics
         # Queued or scoring, read at scrape time: rises with concurrent callers long before
@@ -91,33 +119,40 @@ class ConcurrencyLimiter:
         metrics.requests_in_progress.set_function(lambda: self.in_flight + self.waiting)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        expected_wait = self.wait_estimate.expected_wait(self.waiting)
+    async def slot(self, tokens: int) -> AsyncIterator[None]:
+        """Admission for a request of `tokens` prompt tokens, then a scoring slot."""
         if self.in_flight + self.waiting >= self.max_concurrent + self.max_queued:
+            # Room comes back when about one request's work is done, after the turns booked.
+            retry = self.work.book_turn(tokens, max(0, self.work.backlog_tokens - tokens))
             raise RateLimitedError(
-                f"server at capacity ({self.in_flight} scoring, {self.waiting} queued; "
-                f"expected wait {expected_wait:.1f} s)",
-                retry_after_seconds=expected_wait,
+                f"server at capacity ({self.in_flight} scoring, {self.waiting} queued; expected "
+                f"wait {self.work.seconds_for(self.work.backlog_tokens):.1f} s)",
+                retry_after_seconds=retry,
             )
-        if expected_wait > self.max_wait_seconds:
+        verdict = self.work.admit(
+            tokens, max_wait_seconds=self.max_wait_seconds, drain_seconds=self.drain_seconds
+        )
+        if not verdict.admitted:
             raise RateLimitedError(
-                f"expected wait for a scoring slot is {expected_wait:.1f} s ({self.waiting} "
-                f"queued ahead), over this server's bound of {self.max_wait_seconds:g} s",
-                retry_after_seconds=expected_wait,
+                f"server busy: {verdict.reason}", retry_after_seconds=verdict.retry_after_seconds
             )
-        self._set_waiting(self.waiting + 1)
+        self.work.accepted(tokens)
+        completed = False
         try:
-            await self._slots.acquire()
+            self._set_waiting(self.waiting + 1)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._set_waiting(self.waiting - 1)
+            self._set_in_flight(self.in_flight + 1)
+            try:
+                yield
+                completed = True
+            finally:
+                self._set_in_flight(self.in_flight - 1)
+                self._slots.release()
         finally:
-            self._set_waiting(self.waiting - 1)
-        self._set_in_flight(self.in_flight + 1)
-        ticket = self.wait_estimate.started()
-        try:
-            yield
-        finally:
-            self.wait_estimate.finished(ticket)
-            self._set_in_flight(self.in_flight - 1)
-            self._slots.release()
+            self.work.finished(tokens, completed=completed)
 
     def _set_waiting(self, value: int) -> None:
         self.waiting = value
@@ -160,6 +195,11 @@ class DrainingServer(uvicorn.Server):
     async def _drain_then_exit(self) -> None:
         started = time.monotonic()
         finished = await self.lifecycle.wait_idle(self.drain_seconds)
+        if not finished:
+            cut = self.lifecycle.cut_remaining()
+            log.warning("drain budget of %g s spent: %d unfinished requests cut and answered "
+                        "503 (retry on another replica)", self.drain_seconds, cut)  # fmt: skip
+            await self.lifecycle.wait_idle(_CUT_ANSWER_SECONDS)
         log.info(
             "drain %s after %.2f s; shutting down",
             "complete" if finished else "timed out", time.monotonic() - started,

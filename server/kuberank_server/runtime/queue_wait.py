@@ -1,47 +1,165 @@
-"""How long a request arriving now would wait for a scoring slot.
+"""How long the work a pod has accepted takes, and when a refused caller should come back.
 
-With every slot busy, a slot frees up each `service / concurrency` seconds on average, where
-`service` is how long a request recently held its slot (under the same load, so batching in
-the engine is accounted for); the newcomer waits for everyone queued ahead of it, plus one.
-Until requests have finished, or when they suddenly take longer (an engine that slowed down,
-a burst of large requests), the mean age of the requests now scoring bounds `service` from
-below, so the estimate never trails reality by a whole burst.
+Admission is by work, not by request count: an accepted request adds its prompt tokens to the
+backlog (queued or scoring) until it is answered, and the engine's throughput turns the backlog
+into seconds. Throughput is measured, not configured: tokens of the requests that finished
+over the busy time they took (time with a backlog), in the last ten seconds of it, so the
+engine's batching under the load of the moment is accounted for. Until the first request has
+finished only the request-count caps apply (a guess, such as the tiny golden query's rate,
+would book refused callers' turns far too late); the drain still cuts what it cannot finish.
+
+A refused caller gets a `Retry-After` that books it a turn: the time at which the backlog will
+have drained enough for its work to fit, after every caller refused before it (their turns
+are kept, each as long as that caller's work takes), plus a little jitter. A caller that comes
+back when its turn is due takes the capacity kept for it; one arriving with no turn due must
+fit beside the turns due soon, or it is booked after them. So refused callers do not all
+return at the same moment, and a caller who waits its `Retry-After` out is usually served.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
-# Weight of the newest observation: about the last ten requests make the estimate.
-_SMOOTHING = 0.1
+# Throughput is measured over this much of the most recent busy time.
+_WINDOW_SECONDS = 10.0
+# A turn is claimed by the first request arriving within this long after its caller was told
+# to come back; one not claimed by then is given up (its caller went elsewhere).
+_CLAIM_SECONDS = 0.5
+# Retry-After is stretched by up to this fraction, so that equal waits do not return together.
+_JITTER_FRACTION = 0.1
 
 
-class QueueWaitEstimator:
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.service_seconds: float | None = None
-        self._started: dict[int, float] = {}
-        self._next_ticket = 0
+@dataclass
+class Turn:
+    returns_at: float  # when its caller was told to come back (now + Retry-After)
+    tokens: int
+    ends: float  # when the work booked for it is done, at the measured throughput
 
-    def started(self) -> int:
-        """A request took a slot; its ticket goes back to `finished`."""
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._started[ticket] = time.monotonic()
-        return ticket
 
-    def finished(self, ticket: int) -> None:
-        seconds = time.monotonic() - self._started.pop(ticket)
-        if self.service_seconds is None:
-            self.service_seconds = seconds
-        else:
-            self.service_seconds += _SMOOTHING * (seconds - self.service_seconds)
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a request is admitted now; if not, why, and the seconds until its turn."""
 
-    def expected_wait(self, queued_ahead: int) -> float:
-        """Seconds until a request arriving now gets a slot (0 while one is free)."""
-        if len(self._started) < self.concurrency:
+    admitted: bool
+    reason: str = ""
+    retry_after_seconds: float = 0.0
+
+
+class WorkEstimator:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        # (tokens, busy seconds) of the requests finished in the last `_WINDOW_SECONDS` of busy
+        # time, oldest first.
+        self._samples: deque[tuple[int, float]] = deque()
+        self.backlog_tokens = 0
+        self._clock = clock
+        self._jitter = jitter
+        self._busy_since: float | None = None
+        self._last_finish = float("-inf")
+        self.turns: deque[Turn] = deque()
+
+    # --- the backlog ----------------------------------------------------------------------------
+    def accepted(self, tokens: int) -> None:
+        if self._busy_since is None:
+            self._busy_since = self._clock()
+        self.backlog_tokens += tokens
+
+    def finished(self, tokens: int, *, completed: bool) -> None:
+        """A request left the backlog; `completed` if the engine did all of its work."""
+        now = self._clock()
+        self.backlog_tokens -= tokens
+        if completed and self._busy_since is not None:
+            self.observe(tokens, now - max(self._last_finish, self._busy_since))
+            self._last_finish = now
+        if self.backlog_tokens <= 0:
+            self.backlog_tokens = 0
+            self._busy_since = None
+
+    def observe(self, tokens: int, busy_seconds: float) -> None:
+        """The engine did `tokens` of work in `busy_seconds`."""
+        self._samples.append((tokens, busy_seconds))
+        window = sum(seconds for _, seconds in self._samples)
+        while len(self._samples) > 1 and window - self._samples[0][1] >= _WINDOW_SECONDS:
+            window -= self._samples.popleft()[1]
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens done over busy time in the recent window; the time since the last request
+        finished counts too, so a stalled or slowed engine lowers the estimate at once."""
+        if not self._samples:
+            return None
+        tokens = sum(done for done, _ in self._samples)
+        seconds = sum(busy for _, busy in self._samples)
+        if self._busy_since is not None:
+            seconds += max(0.0, self._clock() - max(self._last_finish, self._busy_since))
+        return tokens / seconds if seconds > 0 else None
+
+    def seconds_for(self, tokens: float) -> float:
+        """Seconds of engine time for this many tokens (0 while throughput is unknown)."""
+        if not self.tokens_per_second:
             return 0.0
-        now = time.monotonic()
-        mean_age = sum(now - started for started in self._started.values()) / len(self._started)
-        service = max(self.service_seconds or 0.0, mean_age)
-        return (queued_ahead + 1) * service / self.concurrency
+        return tokens / self.tokens_per_second
+
+    # --- admission ------------------------------------------------------------------------------
+    def admit(self, tokens: int, *, max_wait_seconds: float, drain_seconds: float) -> Verdict:
+        """Admit `tokens` of work if the work ahead of it finishes within `max_wait_seconds`
+        and all accepted work, its own included, within `drain_seconds` (0: no drain bound).
+        An idle pod admits anything (the token budget per request bounds it)."""
+        now = self._clock()
+        self.turns = deque(turn for turn in self.turns if turn.returns_at >= now - _CLAIM_SECONDS)
+        claimed = self._claim_due_turn(now)
+        rate = self.tokens_per_second
+        if self.backlog_tokens == 0:
+            return Verdict(True)
+        if not rate:
+            return Verdict(True)  # nothing measured yet: the request-count caps alone apply
+        allowed = max_wait_seconds * rate
+        if drain_seconds > 0:
+            allowed = min(allowed, drain_seconds * rate - tokens)
+        allowed = max(allowed, 0.0)
+        # Room promised to callers coming back soon is not given to one arriving unannounced.
+        kept_for_others = (
+            0
+            if claimed
+            else sum(
+                turn.tokens for turn in self.turns if turn.returns_at <= now + max_wait_seconds
+            )
+        )
+        if self.backlog_tokens + kept_for_others <= allowed:
+            return Verdict(True)
+        reason = (
+            f"{self.backlog_tokens} tokens of accepted work take about "
+            f"{self.backlog_tokens / rate:.1f} s at the recent {rate:.0f} tokens/s"
+        )
+        if drain_seconds > 0 and (self.backlog_tokens + tokens) / rate > drain_seconds:
+            reason += f", over what this pod can finish in its {drain_seconds:g} s drain"
+        else:
+            reason += f", over this server's bound of {max_wait_seconds:g} s"
+        return Verdict(False, reason, self.book_turn(tokens, allowed))
+
+    def _claim_due_turn(self, now: float) -> bool:
+        due = [turn for turn in self.turns if turn.returns_at <= now]
+        if not due:
+            return False
+        self.turns.remove(min(due, key=lambda turn: turn.returns_at))
+        return True
+
+    def book_turn(self, tokens: int, allowed: float) -> float:
+        """Whole seconds until the backlog is down to `allowed` tokens and the turns booked
+        earlier are served (jittered): a refused caller's Retry-After, kept as its turn."""
+        now = self._clock()
+        rate = self.tokens_per_second or 1.0
+        drained = now + max(0.0, self.backlog_tokens - allowed) / rate
+        starts = max([drained, *(turn.ends for turn in self.turns)])
+        retry_after = max(1, math.ceil((starts - now) * (1 + _JITTER_FRACTION * self._jitter())))
+        self.turns.append(Turn(now + retry_after, tokens, starts + tokens / rate))
+        return retry_after

@@ -142,6 +142,12 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     max_connections: int = Field(
         1024, ge=1, description="open connections per port; more are answered 503 and closed"
     )
+    max_connections_per_client: int = Field(
+        256,
+        ge=1,
+        description="open connections per client address on a port, within max_connections; "
+        "more are answered 503 and closed (the probes keep a reserve past the port's cap)",
+    )
 
     # --- auth -------------------------------------------------------------------------------
     auth_mode: AuthMode = Field(
@@ -213,6 +219,11 @@ class ServerSettings(BaseSettings, RequestLimits, ConnectionRecycling):
     )
     log_probes: bool = Field(
         False, description="log /health and /ready requests in the request log too"
+    )
+    open_docs: bool = Field(
+        False,
+        description="serve /docs and /openapi.json without a credential (on under --dev); "
+        "off, they need one like every API route",
     )
 
     # --- lifecycle --------------------------------------------------------------------------
