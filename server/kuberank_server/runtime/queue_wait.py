@@ -2,11 +2,15 @@
 
 Admission is by work, not by request count: an accepted request adds its prompt tokens to the
 backlog (queued or scoring) until it is answered, and the engine's throughput turns the backlog
-into seconds. Throughput is measured, not configured: tokens of the requests that finished
-over the busy time they took (time with a backlog), in the last ten seconds of it, so the
-engine's batching under the load of the moment is accounted for. Until the first request has
-finished only the request-count caps apply (a guess, such as the tiny golden query's rate,
-would book refused callers' turns far too late); the drain still cuts what it cannot finish.
+into seconds. Throughput is measured, not configured: tokens finished over the busy time they
+took (time with a backlog), in the last ten seconds of it, so the engine's batching under the
+load of the moment is accounted for. It is measured per cluster of finishes: from the first
+finish after the last measurement until every request accepted before that finish is done
+too. A single finish would understate a batching engine, whose requests scored together
+finish one by one (the first alone would be credited the whole batch's time), and this
+measures a serial engine just as exactly. Until the first cluster is measured only the
+request-count caps apply (a guess, such as the tiny golden query's rate, would book refused
+callers' turns far too late); the drain still cuts what it cannot finish.
 
 A refused caller gets a `Retry-After` that books it a turn: the time at which the backlog will
 have drained enough for its work to fit, after every caller refused before it (their turns
@@ -34,6 +38,13 @@ _CLAIM_SECONDS = 0.5
 _JITTER_FRACTION = 0.1
 
 
+@dataclass(eq=False)
+class Ticket:
+    """One accepted request in the backlog (compared by identity)."""
+
+    tokens: int
+
+
 @dataclass
 class Turn:
     returns_at: float  # when its caller was told to come back (now + Retry-After)
@@ -57,32 +68,47 @@ class WorkEstimator:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        # (tokens, busy seconds) of the requests finished in the last `_WINDOW_SECONDS` of busy
+        # (tokens, busy seconds) of the clusters measured in the last `_WINDOW_SECONDS` of busy
         # time, oldest first.
         self._samples: deque[tuple[int, float]] = deque()
+        self._in_hand: set[Ticket] = set()
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
-        self._busy_since: float | None = None
-        self._last_finish = float("-inf")
+        # Start of the busy time not measured yet (the last cluster's end, or when the pod
+        # became busy); None while idle.
+        self._open_since: float | None = None
+        # The open cluster: requests accepted before its first finish and not done yet.
+        self._cluster: set[Ticket] | None = None
+        self._cluster_tokens = 0
         self.turns: deque[Turn] = deque()
 
     # --- the backlog ----------------------------------------------------------------------------
-    def accepted(self, tokens: int) -> None:
-        if self._busy_since is None:
-            self._busy_since = self._clock()
+    def accepted(self, tokens: int) -> Ticket:
+        if self._open_since is None:
+            self._open_since = self._clock()
+        ticket = Ticket(tokens)
+        self._in_hand.add(ticket)
         self.backlog_tokens += tokens
+        return ticket
 
-    def finished(self, tokens: int, *, completed: bool) -> None:
+    def finished(self, ticket: Ticket, *, completed: bool) -> None:
         """A request left the backlog; `completed` if the engine did all of its work."""
         now = self._clock()
-        self.backlog_tokens -= tokens
-        if completed and self._busy_since is not None:
-            self.observe(tokens, now - max(self._last_finish, self._busy_since))
-            self._last_finish = now
-        if self.backlog_tokens <= 0:
-            self.backlog_tokens = 0
-            self._busy_since = None
+        self._in_hand.discard(ticket)
+        self.backlog_tokens -= ticket.tokens
+        if completed:
+            self._cluster_tokens += ticket.tokens
+        if self._cluster is None:
+            self._cluster = set(self._in_hand)
+        else:
+            self._cluster.discard(ticket)
+        if self._cluster:
+            return
+        if self._open_since is not None and self._cluster_tokens and now > self._open_since:
+            self.observe(self._cluster_tokens, now - self._open_since)
+        self._cluster, self._cluster_tokens = None, 0
+        self._open_since = now if self._in_hand else None
 
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
@@ -93,15 +119,18 @@ class WorkEstimator:
 
     @property
     def tokens_per_second(self) -> float | None:
-        """Tokens done over busy time in the recent window; the time since the last request
-        finished counts too, so a stalled or slowed engine lowers the estimate at once."""
+        """Tokens done over busy time in the recent window. At best the engine finishes all it
+        has in hand this instant; when even that would be slower than the window's rate, the
+        engine has slowed or stalled, and the estimate follows at once."""
         if not self._samples:
             return None
         tokens = sum(done for done, _ in self._samples)
         seconds = sum(busy for _, busy in self._samples)
-        if self._busy_since is not None:
-            seconds += max(0.0, self._clock() - max(self._last_finish, self._busy_since))
-        return tokens / seconds if seconds > 0 else None
+        rate = tokens / seconds
+        if self._open_since is not None:
+            at_best = tokens + self._cluster_tokens + self.backlog_tokens
+            rate = min(rate, at_best / (seconds + self._clock() - self._open_since))
+        return rate
 
     def seconds_for(self, tokens: float) -> float:
         """Seconds of engine time for this many tokens (0 while throughput is unknown)."""
