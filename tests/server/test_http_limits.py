@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import pytest
 import uvicorn
-from prometheus_client import CollectorRegistry, Counter
 from tests.support import free_port
 
 from kuberank_server.http.http_limits import api_server_config, start_metrics_server
@@ -49,9 +48,9 @@ class OkApp:
 ok_app = OkApp()
 
 
-def refusals_counted(reason: str) -> float:
+def refusals_counted(reason: str, port: str = "api") -> float:
     value = ok_app.state.metrics.registry.get_sample_value(
-        "kuberank_http_refusals_total", {"port": "api", "reason": reason}
+        "kuberank_http_refusals_total", {"port": port, "reason": reason}
     )
     return value or 0.0
 
@@ -75,10 +74,8 @@ def api_port() -> Iterator[int]:
 
 @contextmanager
 def metrics_port() -> Iterator[int]:
-    registry = CollectorRegistry()
-    Counter("probe_total", "a metric to serve", registry=registry).inc()
     settings = ServerSettings(host="127.0.0.1", metrics_port=free_port(), **LIMITS)
-    server = start_metrics_server(registry, settings)
+    server = start_metrics_server(ok_app.state.metrics, settings)
     try:
         _wait_started(server)
         yield settings.metrics_port
@@ -95,6 +92,7 @@ def _wait_started(server: uvicorn.Server) -> None:
 
 PortOf = Callable[[], AbstractContextManager[int]]
 PORTS = pytest.mark.parametrize("port_of", [api_port, metrics_port], ids=["api", "metrics"])
+PORT_LABEL = {api_port: "api", metrics_port: "metrics"}  # the refusal counter's `port`
 
 
 def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -231,7 +229,7 @@ MALFORMED_REQUESTS = {
 def test_what_the_parser_cannot_read_gets_400_in_the_envelope(
     port_of: PortOf, request_bytes: bytes
 ) -> None:
-    counted = refusals_counted("parse_error")
+    counted = refusals_counted("parse_error", PORT_LABEL[port_of])
     with port_of() as port:
         client = connect(port)
         client.sendall(request_bytes)
@@ -239,8 +237,7 @@ def test_what_the_parser_cannot_read_gets_400_in_the_envelope(
     assert b"content-type: application/json" in response.lower()
     status, error = status_and_error(response)
     assert (status, error["type"]) == (400, "invalid_request_error")
-    if port_of is api_port:
-        assert refusals_counted("parse_error") == counted + 1
+    assert refusals_counted("parse_error", PORT_LABEL[port_of]) == counted + 1
 
 
 def test_every_protocol_refusal_is_counted_by_reason(caplog: pytest.LogCaptureFixture) -> None:

@@ -24,7 +24,7 @@ from kuberank_server.commands.dev_mode import (
 from kuberank_server.http.http_limits import api_server_config, start_metrics_server
 from kuberank_server.http.tls import TLSConfigurationError, uvicorn_tls_options
 from kuberank_server.observability.logging_setup import configure_logging
-from kuberank_server.observability.metrics import ServerMetrics, combined_registry
+from kuberank_server.observability.metrics import ServerMetrics
 from kuberank_server.runtime.lifecycle import DrainingServer, write_termination_message
 from kuberank_server.runtime.settings import ServerSettings
 from kuberank_server.runtime.settings_flags import add_settings_flags, settings_from_args
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kuberank-server serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.metrics_port:
-        start_metrics_server(combined_registry(metrics), settings)
+        start_metrics_server(metrics, settings)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     config = api_server_config(
         app, settings, protocol=app.state.connection_recycler.protocol, **tls_options

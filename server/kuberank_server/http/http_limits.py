@@ -33,11 +33,11 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 import uvicorn
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import make_asgi_app
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kuberank_server.observability.audit import RecordBudget
-from kuberank_server.observability.metrics import ServerMetrics
+from kuberank_server.observability.metrics import ServerMetrics, combined_registry
 from kuberank_server.runtime.settings import ServerSettings
 
 # The application answers a stalled body first (JSON 408); the protocol closes a moment later.
@@ -361,11 +361,12 @@ def api_server_config(
     )
 
 
-def start_metrics_server(registry: CollectorRegistry, settings: ServerSettings) -> uvicorn.Server:
-    """prometheus_client's ASGI app on uvicorn, in a thread with its own event loop (a scrape
-    answers even while the API's loop is busy), behind the same limits as the API port."""
+def start_metrics_server(metrics: ServerMetrics, settings: ServerSettings) -> uvicorn.Server:
+    """prometheus_client's ASGI app serving `metrics` and vLLM's on uvicorn, in a thread with
+    its own event loop (a scrape answers even while the API's loop is busy), behind the same
+    limits as the API port; its refusals are counted in `metrics` with `port="metrics"`."""
     config = uvicorn.Config(
-        make_asgi_app(registry),
+        make_asgi_app(combined_registry(metrics)),
         host=settings.host,
         port=settings.metrics_port,
         lifespan="off",
@@ -373,7 +374,7 @@ def start_metrics_server(registry: CollectorRegistry, settings: ServerSettings) 
         access_log=False,
         http=guarded_protocol(
             HttpLimits.from_settings(settings),
-            Refusals("metrics", None, settings.audit_unauthenticated_records_per_second),
+            Refusals("metrics", metrics, settings.audit_unauthenticated_records_per_second),
         ),
     )
     server = uvicorn.Server(config)
