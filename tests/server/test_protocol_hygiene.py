@@ -60,7 +60,7 @@ async def test_wrong_method_on_a_read_route_gets_405_with_allow(path: str, metho
     async with client_of() as (_, client):
         response = await client.request(method, path, content=b"x")
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
     assert error_of(response)["type"] == "method_not_allowed"
 
 

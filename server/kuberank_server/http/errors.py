@@ -173,6 +173,16 @@ def _field_path(location: Sequence[Any]) -> str:
     return ".".join(str(part) for part in location if part != "body")
 
 
+def _allow_head(error: StarletteHTTPException) -> dict[str, str] | None:
+    """The router's `Allow` lists the route's methods; HEAD is served wherever GET is (the
+    `HeadAsGet` middleware), so a 405 says so too."""
+    headers = dict(error.headers or {})
+    methods = [method.strip() for method in headers.get("Allow", "").split(",") if method.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        headers["Allow"] = ", ".join([*methods, "HEAD"])
+    return headers or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_kuberank_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, KuberankError)
@@ -189,7 +199,7 @@ def install_error_handlers(app: FastAPI) -> None:
                       "message": _HTTP_ERROR_MESSAGES.get(error.status_code, str(error.detail)),
                       "param": None}
         }  # fmt: skip
-        return JSONResponse(envelope, status_code=error.status_code, headers=error.headers)
+        return JSONResponse(envelope, status_code=error.status_code, headers=_allow_head(error))
 
     async def on_unexpected_error(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
