@@ -16,7 +16,7 @@ from tests.server.harness import SEED_DOCUMENTS, SEED_QUERY, error_of, serving
 
 from kuberank_server.engine.scorer import Scorer
 from kuberank_server.http.errors import RateLimitedError
-from kuberank_server.runtime.queue_wait import Ticket, WorkEstimator
+from kuberank_server.runtime.queue_wait import WorkEstimator
 
 
 @pytest.mark.engine
@@ -99,9 +99,9 @@ def test_admission_weighs_work_and_the_drain_budget_with_the_measured_throughput
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
     # An idle pod admits any request (the per-request token budget bounds it).
     assert work.admit(5_000, max_wait_seconds=10, drain_seconds=20).admitted
-    first = work.accepted(5_000)
+    work.accepted(5_000)
     clock.now += 5
-    work.finished(first, completed=True)
+    work.finished(5_000, completed=True)
     assert work.tokens_per_second == pytest.approx(1_000)
     work.accepted(9_000)  # 9 s of work ahead: a newcomer still fits the 10 s bound
     assert work.admit(500, max_wait_seconds=10, drain_seconds=20).admitted
@@ -122,15 +122,17 @@ def test_admission_weighs_work_and_the_drain_budget_with_the_measured_throughput
 def test_with_nothing_measured_the_count_caps_alone_apply() -> None:
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
-    tickets = []
     for _ in range(3):
         assert work.admit(16_000, max_wait_seconds=1, drain_seconds=1).admitted
-        tickets.append(work.accepted(16_000))
+        work.accepted(16_000)
     assert not work.turns
     clock.now += 6
-    for ticket in tickets:
-        work.finished(ticket, completed=True)
-    assert work.tokens_per_second == pytest.approx(48_000 / 6)
+    work.finished(16_000, completed=True)
+    assert work.tokens_per_second is None  # more may finish with it: not measured yet
+    clock.now += 0.5
+    work.finished(16_000, completed=True)
+    clock.now += 1  # the third does not come within a tenth of the 6.5 s
+    assert work.tokens_per_second == pytest.approx(32_000 / 6.5)
     work.accepted(16_000)
     assert not work.admit(16_000, max_wait_seconds=1, drain_seconds=1).admitted
 
@@ -138,33 +140,36 @@ def test_with_nothing_measured_the_count_caps_alone_apply() -> None:
 def test_requests_scored_together_are_measured_together() -> None:
     """Six requests batched by the engine finish one by one within moments of each other: the
     first finish alone (1,000 tokens in 3 s) would understate the engine six times and refuse
-    the first caller's next request; the cluster is measured when all six are done."""
+    the first caller's next request; the six are measured as one group."""
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
-    warm_up = work.accepted(100)
+    work.accepted(100)
     clock.now += 0.1
-    work.finished(warm_up, completed=True)  # 1,000 tokens/s from a lone small request
-    batch = [work.accepted(1_000) for _ in range(6)]
+    work.finished(100, completed=True)  # 1,000 tokens/s from a lone small request
+    for _ in range(6):
+        work.accepted(1_000)
     clock.now += 3
-    work.finished(batch[0], completed=True)
+    work.finished(1_000, completed=True)
     assert work.tokens_per_second == pytest.approx(1_000)  # the batch not measured yet
     assert work.admit(1_000, max_wait_seconds=10, drain_seconds=20).admitted
-    newcomer = work.accepted(1_000)  # not of the cluster: it does not hold it open
-    for ticket in batch[1:]:
+    work.accepted(1_000)  # the first caller's next request
+    for _ in range(5):
         clock.now += 0.01
-        work.finished(ticket, completed=True)
+        work.finished(1_000, completed=True)
+    clock.now += 0.31  # past a tenth of the 3.05 s the group measures: it is closed
     assert work.tokens_per_second == pytest.approx(6_100 / 3.15)
-    clock.now += 0.5
-    work.finished(newcomer, completed=True)
+    # A later finish, after work of its own, is measured apart.
+    clock.now += 0.19
+    work.finished(1_000, completed=True)
     assert work.tokens_per_second == pytest.approx(7_100 / 3.65)
 
 
 def test_a_stalled_engine_lowers_the_throughput_at_once() -> None:
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
-    first = work.accepted(8_000)
+    work.accepted(8_000)
     clock.now += 1
-    work.finished(first, completed=True)
+    work.finished(8_000, completed=True)
     assert work.tokens_per_second == pytest.approx(8_000)
     work.accepted(8_000)
     clock.now += 0.5  # less than the work in hand takes: no sign of a slower engine
@@ -177,20 +182,20 @@ def test_a_stalled_engine_lowers_the_throughput_at_once() -> None:
 def test_a_caller_whose_turn_is_due_takes_the_room_kept_for_it() -> None:
     clock = Clock()
     work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
-    first = work.accepted(1_000)
+    work.accepted(1_000)
     clock.now += 1
-    work.finished(first, completed=True)  # 1,000 tokens/s
-    ahead = [work.accepted(500) for _ in range(21)]  # 10.5 s of work
+    work.finished(1_000, completed=True)  # 1,000 tokens/s
+    work.accepted(10_500)
     first = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     second = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     assert not first.admitted and not second.admitted
     clock.now += 0.5
-    work.finished(ahead[0], completed=True)  # 10,000 ahead: room, but kept for the two turns
+    work.finished(500, completed=True)  # 10,000 ahead: room, but kept for the two turns
     fresh = work.admit(1_000, max_wait_seconds=10, drain_seconds=0)
     assert not fresh.admitted
     assert 0.5 + fresh.retry_after_seconds > second.retry_after_seconds  # back after both
     clock.now += 0.5  # the first caller comes back when told, the engine on schedule
-    work.finished(ahead[1], completed=True)
+    work.finished(500, completed=True)
     assert work.admit(1_000, max_wait_seconds=10, drain_seconds=0).admitted
 
 
@@ -206,14 +211,13 @@ def test_callers_who_wait_out_retry_after_are_usually_served() -> None:
     def latency() -> float:
         return rng.uniform(0.001, 0.02)
 
-    warm_up = work.accepted(100)  # a warm pod: one request measured the throughput
+    work.accepted(100)  # a warm pod: one request measured the throughput
     clock.now += 100 / rate
-    work.finished(warm_up, completed=True)
+    work.finished(100, completed=True)
     events = [(clock.now + latency(), caller, "send") for caller in range(150)]
     heapq.heapify(events)
     engine_free_at = clock.now
     tokens: dict[int, int] = {}
-    in_hand: dict[int, Ticket] = {}
     sent_at: dict[int, float] = {}
     retrying: set[int] = set()
     retries = retries_served = 0
@@ -222,7 +226,7 @@ def test_callers_who_wait_out_retry_after_are_usually_served() -> None:
         at, caller, kind = heapq.heappop(events)
         clock.now = at
         if kind == "done":
-            work.finished(in_hand.pop(caller), completed=True)
+            work.finished(tokens[caller], completed=True)
             latencies.append(at - sent_at[caller])
             if at < end:
                 heapq.heappush(events, (at + latency(), caller, "send"))
@@ -236,7 +240,7 @@ def test_callers_who_wait_out_retry_after_are_usually_served() -> None:
         if verdict.admitted:
             retries_served += caller in retrying
             retrying.discard(caller)
-            in_hand[caller] = work.accepted(tokens[caller])
+            work.accepted(tokens[caller])
             engine_free_at = max(engine_free_at, at) + tokens[caller] / rate
             heapq.heappush(events, (engine_free_at, caller, "done"))
         elif at < end:

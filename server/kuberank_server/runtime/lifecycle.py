@@ -136,7 +136,7 @@ class ConcurrencyLimiter:
             raise RateLimitedError(
                 f"server busy: {verdict.reason}", retry_after_seconds=verdict.retry_after_seconds
             )
-        ticket = self.work.accepted(tokens)
+        self.work.accepted(tokens)
         completed = False
         try:
             self._set_waiting(self.waiting + 1)
@@ -152,7 +152,7 @@ class ConcurrencyLimiter:
                 self._set_in_flight(self.in_flight - 1)
                 self._slots.release()
         finally:
-            self.work.finished(ticket, completed=completed)
+            self.work.finished(tokens, completed=completed)
 
     def _set_waiting(self, value: int) -> None:
         self.waiting = value

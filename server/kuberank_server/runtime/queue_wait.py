@@ -4,13 +4,13 @@ Admission is by work, not by request count: an accepted request adds its prompt 
 backlog (queued or scoring) until it is answered, and the engine's throughput turns the backlog
 into seconds. Throughput is measured, not configured: tokens finished over the busy time they
 took (time with a backlog), in the last ten seconds of it, so the engine's batching under the
-load of the moment is accounted for. It is measured per cluster of finishes: from the first
-finish after the last measurement until every request accepted before that finish is done
-too. A single finish would understate a batching engine, whose requests scored together
-finish one by one (the first alone would be credited the whole batch's time), and this
-measures a serial engine just as exactly. Until the first cluster is measured only the
-request-count caps apply (a guess, such as the tiny golden query's rate, would book refused
-callers' turns far too late); the drain still cuts what it cannot finish.
+load of the moment is accounted for. Finishes close together are measured as one group: a
+batching engine finishes the requests it scored together one by one within moments, and the
+first alone would be credited the whole batch's time (understating the engine as many times
+as the batch had requests); a serial engine's finishes, spaced by each one's work, stay
+apart. Until the first group is measured only the request-count caps apply (a guess, such as
+the tiny golden query's rate, would book refused callers' turns far too late); the drain
+still cuts what it cannot finish.
 
 A refused caller gets a `Retry-After` that books it a turn: the time at which the backlog will
 have drained enough for its work to fit, after every caller refused before it (their turns
@@ -34,15 +34,11 @@ _WINDOW_SECONDS = 10.0
 # A turn is claimed by the first request arriving within this long after its caller was told
 # to come back; one not claimed by then is given up (its caller went elsewhere).
 _CLAIM_SECONDS = 0.5
+# A finish joins the group of the previous one if it comes within this fraction of the busy
+# time the group measures; otherwise the group is closed and measured.
+_GROUP_GAP_FRACTION = 0.1
 # Retry-After is stretched by up to this fraction, so that equal waits do not return together.
 _JITTER_FRACTION = 0.1
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One accepted request in the backlog (compared by identity)."""
-
-    tokens: int
 
 
 @dataclass
@@ -68,47 +64,49 @@ class WorkEstimator:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        # (tokens, busy seconds) of the clusters measured in the last `_WINDOW_SECONDS` of busy
+        # (tokens, busy seconds) of the groups measured in the last `_WINDOW_SECONDS` of busy
         # time, oldest first.
         self._samples: deque[tuple[int, float]] = deque()
-        self._in_hand: set[Ticket] = set()
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
-        # Start of the busy time not measured yet (the last cluster's end, or when the pod
+        # Start of the busy time not measured yet (the last group's end, or when the pod
         # became busy); None while idle.
         self._open_since: float | None = None
-        # The open cluster: requests accepted before its first finish and not done yet.
-        self._cluster: set[Ticket] | None = None
-        self._cluster_tokens = 0
+        # The open group of finishes: its tokens and its last finish (None: no group open).
+        self._group_tokens = 0
+        self._group_last_finish: float | None = None
         self.turns: deque[Turn] = deque()
 
     # --- the backlog ----------------------------------------------------------------------------
-    def accepted(self, tokens: int) -> Ticket:
+    def accepted(self, tokens: int) -> None:
         if self._open_since is None:
             self._open_since = self._clock()
-        ticket = Ticket(tokens)
-        self._in_hand.add(ticket)
         self.backlog_tokens += tokens
-        return ticket
 
-    def finished(self, ticket: Ticket, *, completed: bool) -> None:
+    def finished(self, tokens: int, *, completed: bool) -> None:
         """A request left the backlog; `completed` if the engine did all of its work."""
         now = self._clock()
-        self._in_hand.discard(ticket)
-        self.backlog_tokens -= ticket.tokens
+        self._close_group(now)
+        self.backlog_tokens = max(0, self.backlog_tokens - tokens)
         if completed:
-            self._cluster_tokens += ticket.tokens
-        if self._cluster is None:
-            self._cluster = set(self._in_hand)
-        else:
-            self._cluster.discard(ticket)
-        if self._cluster:
+            self._group_tokens += tokens
+            self._group_last_finish = now
+        if self.backlog_tokens == 0:  # idle: nothing else can finish with this group
+            self._close_group(math.inf)
+            self._open_since = None
+
+    def _close_group(self, now: float) -> None:
+        """Measure the open group if nothing has joined it for long enough by `now`."""
+        if self._group_last_finish is None or self._open_since is None:
             return
-        if self._open_since is not None and self._cluster_tokens and now > self._open_since:
-            self.observe(self._cluster_tokens, now - self._open_since)
-        self._cluster, self._cluster_tokens = None, 0
-        self._open_since = now if self._in_hand else None
+        measured = self._group_last_finish - self._open_since
+        if now - self._group_last_finish <= _GROUP_GAP_FRACTION * measured:
+            return
+        if measured > 0:
+            self.observe(self._group_tokens, measured)
+        self._open_since = self._group_last_finish
+        self._group_tokens, self._group_last_finish = 0, None
 
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
@@ -122,14 +120,16 @@ class WorkEstimator:
         """Tokens done over busy time in the recent window. At best the engine finishes all it
         has in hand this instant; when even that would be slower than the window's rate, the
         engine has slowed or stalled, and the estimate follows at once."""
+        now = self._clock()
+        self._close_group(now)
         if not self._samples:
             return None
         tokens = sum(done for done, _ in self._samples)
         seconds = sum(busy for _, busy in self._samples)
         rate = tokens / seconds
         if self._open_since is not None:
-            at_best = tokens + self._cluster_tokens + self.backlog_tokens
-            rate = min(rate, at_best / (seconds + self._clock() - self._open_since))
+            at_best = tokens + self._group_tokens + self.backlog_tokens
+            rate = min(rate, at_best / (seconds + now - self._open_since))
         return rate
 
     def seconds_for(self, tokens: float) -> float:
