@@ -47,8 +47,10 @@ REPLICA_SETS = Resource("apps", "v1", "replicasets")
 class AuditEntry:
     user: str
     verb: str
+    group: str  # "" for the core API
     resource: str
     subresource: str
+    namespace: str  # "" for a cluster-wide request
     name: str
     code: int
     dry_run: bool
@@ -60,8 +62,10 @@ class AuditEntry:
         return cls(
             user=event["user"]["username"],
             verb=event["verb"],
+            group=ref.get("apiGroup", ""),
             resource=ref.get("resource", ""),
             subresource=ref.get("subresource", ""),
+            namespace=ref.get("namespace", ""),
             name=ref.get("name", ""),
             code=int((event.get("responseStatus") or {}).get("code", 0)),
             dry_run="dryRun=" in event.get("requestURI", ""),
