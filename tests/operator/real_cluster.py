@@ -109,6 +109,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     kubeconfig: Path | None = None
+    verbose: bool = True  # debug logs (the benchmark turns them off: they cost CPU)
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
 
@@ -127,7 +128,7 @@ class OperatorProcess:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kuberank_operator.cli", "--verbose"],
+                [sys.executable, "-m", "kuberank_operator.cli", *["--verbose"] * self.verbose],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
