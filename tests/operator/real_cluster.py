@@ -45,6 +45,8 @@ REPLICA_SETS = Resource("apps", "v1", "replicasets")
 
 @dataclass(frozen=True)
 class AuditEntry:
+    # One event per request, two for a watch (when it starts and when it ends): same id.
+    id: str
     user: str
     verb: str
     group: str  # "" for the core API
@@ -60,6 +62,7 @@ class AuditEntry:
         event = json.loads(line)
         ref = event.get("objectRef") or {}
         return cls(
+            id=event["auditID"],
             user=event["user"]["username"],
             verb=event["verb"],
             group=ref.get("apiGroup", ""),
