@@ -56,6 +56,7 @@ class AuditEntry:
     name: str
     code: int
     dry_run: bool
+    user_agent: str  # tells Kopf's own requests from our client's, under the same user
 
     @classmethod
     def parse(cls, line: str) -> AuditEntry:
@@ -72,6 +73,7 @@ class AuditEntry:
             name=ref.get("name", ""),
             code=int((event.get("responseStatus") or {}).get("code", 0)),
             dry_run="dryRun=" in event.get("requestURI", ""),
+            user_agent=event.get("userAgent", ""),
         )
 
 
