@@ -28,6 +28,11 @@ class Runtime:
     )
     # ChildKind -> (when looked up, whether the cluster serves its API)
     _served: dict[ChildKind, tuple[float, bool]] = field(default_factory=dict)
+    # One look-up per kind at a time: at start every RerankerService's resume asks at once,
+    # and all but the first take its answer (a restart with 20 services made 56 discovery requests).
+    _looking_up: collections.defaultdict[ChildKind, asyncio.Lock] = field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock)
+    )
     # The status each RerankerService got from us last (we are its only writer).
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # The Deployment and HPA, and the pod reports, that status was computed from: a pod event
@@ -58,11 +63,12 @@ class Runtime:
 
     async def serves(self, kind: ChildKind) -> bool:
         """Whether the cluster serves this child's API (ServiceMonitor, Certificate)."""
-        now = time.monotonic()
-        known = self._served.get(kind)
-        if known is None or now - known[0] > DISCOVERY_TTL_SECONDS:
-            known = (now, await self.client.has_resource(kind.resource))
-            self._served[kind] = known
+        async with self._looking_up[kind]:
+            now = time.monotonic()
+            known = self._served.get(kind)
+            if known is None or now - known[0] > DISCOVERY_TTL_SECONDS:
+                known = (now, await self.client.has_resource(kind.resource))
+                self._served[kind] = known
         return known[1]
 
     async def close(self) -> None:

@@ -5,7 +5,8 @@ emulator, driven through every code path it has by `exercise_every_code_path` (t
 scenario the operator tests run: create, grow the cache, update, turn features off, repair
 a deleted child, report bad specs and missing Secrets, delete). Once watching every
 namespace (ClusterRole), once watching one namespace (Role there, ClusterRole only for
-what has no namespace).
+what has no namespace). The real authorizer's word on the ClusterRole, from a session on a real
+API server, is test_chart_on_control_plane.py's; the Role of `watchNamespaces` is only here.
 """
 
 from __future__ import annotations

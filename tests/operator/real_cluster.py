@@ -45,26 +45,35 @@ REPLICA_SETS = Resource("apps", "v1", "replicasets")
 
 @dataclass(frozen=True)
 class AuditEntry:
+    # One event per request, two for a watch (when it starts and when it ends): same id.
+    id: str
     user: str
     verb: str
+    group: str  # "" for the core API
     resource: str
     subresource: str
+    namespace: str  # "" for a cluster-wide request
     name: str
     code: int
     dry_run: bool
+    user_agent: str  # tells Kopf's own requests from our client's, under the same user
 
     @classmethod
     def parse(cls, line: str) -> AuditEntry:
         event = json.loads(line)
         ref = event.get("objectRef") or {}
         return cls(
+            id=event["auditID"],
             user=event["user"]["username"],
             verb=event["verb"],
+            group=ref.get("apiGroup", ""),
             resource=ref.get("resource", ""),
             subresource=ref.get("subresource", ""),
+            namespace=ref.get("namespace", ""),
             name=ref.get("name", ""),
             code=int((event.get("responseStatus") or {}).get("code", 0)),
             dry_run="dryRun=" in event.get("requestURI", ""),
+            user_agent=event.get("userAgent", ""),
         )
 
 
@@ -105,6 +114,7 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     kubeconfig: Path | None = None
+    verbose: bool = True  # debug logs (the benchmark turns them off: they cost CPU)
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
 
@@ -123,7 +133,7 @@ class OperatorProcess:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kuberank_operator.cli", "--verbose"],
+                [sys.executable, "-m", "kuberank_operator.cli", *["--verbose"] * self.verbose],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

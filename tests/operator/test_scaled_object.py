@@ -1,7 +1,7 @@
 """The KEDA ScaledObject the operator writes (driver keda), and which autoscaler a spec gets.
 
 Every ScaledObject is validated against KEDA's own CRD (copied from KEDA's Go module at the
-pinned release by scripts.keda_crd): its openAPIV3Schema with jsonschema, unknown fields
+pinned release by scripts.upstream_crds): its openAPIV3Schema with jsonschema, unknown fields
 refused (the API server would prune them silently), and its CEL rules with cel-python. The
 API server itself checks them on the real control plane (issue 17's fixture).
 """
@@ -15,7 +15,7 @@ import celpy
 import jsonschema
 import pytest
 import yaml
-from scripts import keda_crd
+from scripts.upstream_crds import KEDA, UPSTREAM_CRDS, UpstreamCrd
 from tests.operator.test_builders import OWNER, SETTINGS, SPECS
 
 from kuberank_operator.autoscaling_metrics import GPU_UTILIZATION, REQUESTS_IN_PROGRESS
@@ -33,7 +33,7 @@ Schema = dict[str, Any]
 
 
 def _keda_crd() -> dict[str, Any]:
-    return dict(yaml.safe_load(keda_crd.KEDA_CRD.read_text()))
+    return dict(yaml.safe_load(KEDA.copy.read_text()))
 
 
 def _strict(schema: Schema) -> Schema:
@@ -88,10 +88,11 @@ def scaled_object(spec: dict[str, Any], settings: OperatorSettings = SETTINGS) -
 AUTOSCALED = [case for case, spec in SPECS.items() if parse_spec(spec).autoscaling.enabled]
 
 
-def test_the_copy_of_kedas_crd_is_from_the_pinned_release() -> None:
-    first_line = keda_crd.KEDA_CRD.read_text().splitlines()[0]
-    assert first_line.endswith(f"{keda_crd.KEDA_MODULE}@{keda_crd.KEDA_VERSION}")
-    assert _keda_crd()["metadata"]["name"] == "scaledobjects.keda.sh"
+@pytest.mark.parametrize("crd", UPSTREAM_CRDS, ids=lambda crd: crd.copy.name)
+def test_each_copied_crd_is_from_the_pinned_release(crd: UpstreamCrd) -> None:
+    assert crd.pinned(), f"{crd.copy.name}: not {crd.version}; run python -m scripts.upstream_crds"
+    plural, group = dict(yaml.safe_load(crd.copy.read_text()))["metadata"]["name"].split(".", 1)
+    assert crd.copy.name == f"{group}_{plural}.yaml"
 
 
 @pytest.mark.parametrize("case", AUTOSCALED)
