@@ -105,6 +105,8 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     kubeconfig: Path | None = None
+    # More KUBERANK_OPERATOR_* settings (the autoscaling driver, KEDA's authentication...).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
 
@@ -120,6 +122,7 @@ class OperatorProcess:
             "PYTHONPATH": os.pathsep.join(
                 str(REPO_ROOT / part) for part in ("contract", "server", "operator")
             ),
+            **self.env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
