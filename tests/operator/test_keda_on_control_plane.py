@@ -7,10 +7,15 @@ the ScaledObjects make no HPA (the benchmark runs the real one).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from scripts import keda_crd
@@ -236,3 +241,213 @@ def test_a_kubectl_edit_of_the_scaled_object_is_put_back_and_foreign_metadata_st
     assert live is not None and live["metadata"]["labels"]["cost-center"] == "42"
     events = {e["message"] for e in kube.list(EVENTS)}
     assert {"Updated ScaledObject ranker", "Created ScaledObject ranker"} <= events
+
+
+WATCHED = {"hpa": AUTOSCALERS, "scaledobject": SCALED_OBJECTS, "deployment": DEPLOYMENTS}
+
+
+@dataclass
+class Timeline:
+    """Every change of the namespace's HPAs, ScaledObjects and Deployments, from API watches,
+    in etcd's order (resourceVersion is etcd's revision, one sequence for all resources here)."""
+
+    initial: dict[str, dict[str, dict[str, Any]]]
+    events: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # a watch that ended early, and why
+
+    def states(self) -> list[dict[str, Any]]:
+        """The namespace after each event: each HPA's controller kind (None: no owner), the
+        ScaledObjects, the Deployment's spec.replicas."""
+        objects = {kind: dict(items) for kind, items in self.initial.items()}
+        states = [self._state(objects)]
+        for _, kind, event_type, obj in sorted(self.events, key=lambda e: e[0]):
+            name = obj["metadata"]["name"]
+            if event_type == "DELETED":
+                objects[kind].pop(name, None)
+            else:
+                objects[kind][name] = obj
+            states.append(self._state(objects))
+        return states
+
+    @staticmethod
+    def _state(objects: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+        def controller(hpa: dict[str, Any]) -> str | None:
+            refs = hpa["metadata"].get("ownerReferences") or []
+            return next((r["kind"] for r in refs if r.get("controller")), None)
+
+        return {
+            "hpas": {name: controller(hpa) for name, hpa in objects["hpa"].items()},
+            "scaledobjects": sorted(objects["scaledobject"]),
+            "replicas": {n: d["spec"].get("replicas") for n, d in objects["deployment"].items()},
+        }
+
+
+@contextlib.contextmanager
+def watched(kube: Cluster) -> Iterator[Timeline]:
+    """Watch the namespace's autoscalers and Deployments while the block runs."""
+    initial: dict[str, dict[str, dict[str, Any]]] = {}
+    versions = {}
+    for kind, resource in WATCHED.items():
+        listing = kube.http.get(kube.path(resource)).json()
+        initial[kind] = {o["metadata"]["name"]: o for o in listing["items"]}
+        versions[kind] = listing["metadata"]["resourceVersion"]
+    timeline = Timeline(initial)
+    stop = threading.Event()
+
+    def watch(kind: str, resource: Any) -> None:
+        params = {"watch": "1", "resourceVersion": versions[kind], "timeoutSeconds": "600"}
+        try:
+            with (
+                kube.cp.client(timeout=httpx.Timeout(5, read=None)) as http,
+                http.stream("GET", kube.path(resource), params=params) as stream,
+            ):
+                for line in stream.iter_lines():
+                    if stop.is_set():
+                        return
+                    event = json.loads(line)
+                    obj = event["object"]
+                    version = int(obj["metadata"]["resourceVersion"])
+                    timeline.events.append((version, kind, event["type"], obj))
+        except httpx.HTTPError as exc:
+            if not stop.is_set():
+                timeline.broken.append(f"{kind}: {exc!r}")
+        if not stop.is_set():
+            timeline.broken.append(f"{kind}: the watch ended")
+
+    threads = [threading.Thread(target=watch, args=item, daemon=True) for item in WATCHED.items()]
+    for thread in threads:
+        thread.start()
+    try:
+        yield timeline
+    finally:
+        time.sleep(1)  # the last events on their way
+        stop.set()
+
+
+def hpa_controller(kube: Cluster) -> str | None:
+    hpa = kube.get(AUTOSCALERS, "ranker")
+    assert hpa is not None
+    refs = hpa["metadata"].get("ownerReferences") or []
+    return next((r["kind"] for r in refs if r.get("controller")), None)
+
+
+def keda_takes_the_hpa_over(kube: Cluster) -> None:
+    """STAND-IN for KEDA's operator (its updateHPAIfNeeded, v2.21.0): the ScaledObject names
+    an HPA that exists, so KEDA replaces it (an update with no resourceVersion) by its own:
+    owned by the ScaledObject, its labels (ours copied but managed-by), the ScaledObject's
+    annotations, External metrics served by KEDA's metrics server."""
+    scaled = kube.get(SCALED_OBJECTS, "ranker")
+    assert scaled is not None
+    meta = scaled["metadata"]
+    excluded = meta["annotations"]["scaledobject.keda.sh/hpa-excluded-labels"].split(",")
+    labels = {
+        "app.kubernetes.io/name": "ranker",
+        "app.kubernetes.io/version": keda_crd.KEDA_VERSION.removeprefix("v"),
+        "app.kubernetes.io/part-of": "ranker",
+        "app.kubernetes.io/managed-by": "keda-operator",
+        **{k: v for k, v in meta["labels"].items() if k not in excluded},
+    }
+    metrics = [
+        {
+            "type": "External",
+            "external": {
+                "metric": {
+                    "name": f"s{i}-prometheus",
+                    "selector": {"matchLabels": {"scaledobject.keda.sh/name": "ranker"}},
+                },
+                "target": {
+                    "type": "AverageValue",
+                    "averageValue": trigger["metadata"]["threshold"],
+                },
+            },
+        }
+        for i, trigger in enumerate(scaled["spec"]["triggers"])
+    ]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": "ranker",
+            "namespace": kube.namespace,
+            "labels": labels,
+            "annotations": meta["annotations"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "keda.sh/v1alpha1",
+                    "kind": "ScaledObject",
+                    "name": "ranker",
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ranker"},
+            "minReplicas": scaled["spec"]["minReplicaCount"],
+            "maxReplicas": scaled["spec"]["maxReplicaCount"],
+            "metrics": metrics,
+            "behavior": scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+        },
+    }
+    response = kube.http.put(
+        kube.path(AUTOSCALERS, "ranker"), json=hpa, params={"fieldManager": "keda"}
+    )
+    response.raise_for_status()
+
+
+def test_switching_drivers_hands_one_hpa_over_and_never_moves_the_replicas(
+    keda_api: ControlPlane, kube: Cluster
+) -> None:
+    kube.operator.start()
+    kube.create(RERANKERS, reranker(autoscaling={"driver": "hpa"}))
+    kube.wait_until(lambda: kube.get(AUTOSCALERS, "ranker"), "the HPA")
+    # What the HPA controller would have done under load: two replicas.
+    kube.patch(
+        DEPLOYMENTS,
+        "ranker",
+        {"spec": {"replicas": 2}},
+        manager="horizontal-pod-autoscaler",
+        sub="scale",
+    )
+    settle(kube)
+    mark = kube.audit.mark()
+    with watched(kube) as timeline:
+        kube.patch(RERANKERS, "ranker", {"spec": {"autoscaling": {"driver": "keda"}}})
+        kube.wait_until(lambda: scaled_object(kube, "ranker"), "the ScaledObject")
+        settle(kube)
+        # Until KEDA takes it, our HPA keeps scaling: the operator neither removes nor edits it.
+        assert hpa_controller(kube) == "RerankerService"
+        keda_takes_the_hpa_over(kube)
+        settle(kube)
+        assert hpa_controller(kube) == "ScaledObject"
+        kube.patch(RERANKERS, "ranker", {"spec": {"autoscaling": {"driver": "hpa"}}})
+        kube.wait_until(lambda: scaled_object(kube, "ranker") is None, "the ScaledObject gone")
+        kube.wait_until(lambda: hpa_controller(kube) == "RerankerService", "the HPA ours again")
+        settle(kube)
+    assert timeline.broken == []
+    states = timeline.states()
+    controllers = [state["hpas"].get("ranker", "absent") for state in states]
+    changes = [c for i, c in enumerate(controllers) if i == 0 or c != controllers[i - 1]]
+    print(f"{len(timeline.events)} watch events; the HPA's controller: {changes}")
+    assert all(len(state["hpas"]) == 1 for state in states), [s["hpas"] for s in states]
+    assert changes == ["RerankerService", "ScaledObject", None, "RerankerService"]
+    assert {state["replicas"]["ranker"] for state in states} == {2}
+    hpa = kube.get(AUTOSCALERS, "ranker")
+    assert hpa is not None
+    assert hpa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kuberank-operator"
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods", "Pods"]
+    hpa_writes = [
+        (e.verb, e.resource)
+        for e in kube.audit.operator_writes(mark)
+        if e.resource in ("horizontalpodautoscalers", "scaledobjects", "deployments")
+    ]
+    # The ScaledObject made and deleted once, the HPA taken back once; no Deployment write.
+    assert hpa_writes == [
+        ("patch", "scaledobjects"),
+        ("delete", "scaledobjects"),
+        ("patch", "horizontalpodautoscalers"),
+    ], hpa_writes
+    events = {e["message"] for e in kube.list(EVENTS)}
+    assert "Adopted HorizontalPodAutoscaler ranker" in events
+    assert "Deleted HorizontalPodAutoscaler ranker" not in events

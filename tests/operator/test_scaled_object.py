@@ -25,7 +25,7 @@ from kuberank_operator.builders import (
     autoscaling_driver,
     desired_children,
 )
-from kuberank_operator.builders.scaled_object import build_scaled_object, keda_hpa_name
+from kuberank_operator.builders.scaled_object import build_scaled_object
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import parse_spec
 
@@ -179,15 +179,18 @@ def test_cpu_pods_scale_on_requests_in_progress_alone() -> None:
     assert "DCGM" not in trigger["metadata"]["query"]
 
 
-def test_kedas_hpa_keeps_our_labels_but_says_who_manages_it() -> None:
+def test_kedas_hpa_is_the_hpa_drivers_by_name_and_keeps_our_labels() -> None:
     manifest = scaled_object(SPECS["cache-on"])
     assert manifest["metadata"]["annotations"] == {
-        "scaledobject.keda.sh/hpa-excluded-labels": "app.kubernetes.io/managed-by"
+        "scaledobject.keda.sh/hpa-excluded-labels": "app.kubernetes.io/managed-by",
+        # KEDA's webhook lets the ScaledObject take over the HPA it names.
+        "scaledobject.keda.sh/transfer-hpa-ownership": "true",
     }
     assert manifest["metadata"]["ownerReferences"] == [OWNER.reference]
-    # KEDA's getDefaultHpaName: no name is given in advanced.horizontalPodAutoscalerConfig.
-    assert "name" not in manifest["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
-    assert keda_hpa_name("ranker") == "keda-hpa-ranker"
+    # KEDA's HPA gets the name of ours (not KEDA's default keda-hpa-<name>): one HPA is
+    # handed over between the drivers.
+    hpa_config = manifest["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+    assert hpa_config["name"] == OWNER.name
 
 
 def test_the_prometheus_address_comes_from_the_operators_settings() -> None:
@@ -232,17 +235,15 @@ def _autoscalers(spec: dict[str, Any], keda: bool) -> list[tuple[str, bool]]:
 
 
 def test_exactly_one_autoscaler_and_the_old_one_goes_first() -> None:
-    assert _autoscalers(_with("keda"), keda=True) == [
-        ("HorizontalPodAutoscaler", False),
-        ("ScaledObject", True),
-    ]
+    # Driver keda leaves the HPA alone: KEDA takes ours over (same name) or makes it.
+    assert _autoscalers(_with("keda"), keda=True) == [("ScaledObject", True)]
     assert _autoscalers(_with("hpa"), keda=True) == [
         ("ScaledObject", False),
         ("HorizontalPodAutoscaler", True),
     ]
     assert _autoscalers(_with(enabled=False), keda=True) == [
-        ("HorizontalPodAutoscaler", False),
         ("ScaledObject", False),
+        ("HorizontalPodAutoscaler", False),
     ]
     # No KEDA API: the HPA alone is managed; a ScaledObject cannot exist.
     assert _autoscalers(_with("hpa"), keda=False) == [("HorizontalPodAutoscaler", True)]
