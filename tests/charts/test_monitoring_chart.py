@@ -164,7 +164,7 @@ def test_dashboard_has_every_panel_the_design_asks_for() -> None:
         "GPU utilization": "DCGM_FI_DEV_GPU_UTIL",
         "queue depth": "kuberank_requests_waiting",
         "requests in progress (the HPA's metric)": "kuberank_requests_in_progress",
-        "the HPA's concurrency target": 'metric_name="kuberank_requests_in_progress"',
+        "the HPA's concurrency target": "kuberank:requests_in_progress:hpa_target",
         "replicas desired": "kube_horizontalpodautoscaler_status_desired_replicas",
         "replicas ready": "kube_deployment_status_replicas_ready",
     }

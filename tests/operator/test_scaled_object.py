@@ -18,7 +18,11 @@ import yaml
 from scripts import keda_crd
 from tests.operator.test_builders import OWNER, SETTINGS, SPECS
 
-from kuberank_operator.autoscaling_metrics import GPU_UTILIZATION, REQUESTS_IN_PROGRESS
+from kuberank_operator.autoscaling_metrics import (
+    CONCURRENCY_METRIC_LABEL,
+    GPU_UTILIZATION,
+    REQUESTS_IN_PROGRESS,
+)
 from kuberank_operator.builders import (
     AUTOSCALER,
     SCALED_OBJECT,
@@ -249,3 +253,27 @@ def test_exactly_one_autoscaler_and_the_old_one_goes_first() -> None:
     assert _autoscalers(_with("hpa"), keda=False) == [("HorizontalPodAutoscaler", True)]
     # KEDA asked for and absent: neither made nor removed (the reconcile says why).
     assert _autoscalers(_with("keda"), keda=False) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "label"),
+    [
+        (SPECS["cache-on"], "s1-prometheus"),  # GPU trigger s0, concurrency s1
+        ({**SPECS["cpu"], "autoscaling": {"targetConcurrency": 4}}, "s0-prometheus"),
+        ({**SPECS["cache-on"], "autoscaling": {"targetConcurrency": None}}, None),
+    ],
+    ids=["gpu-and-concurrency", "cpu-concurrency", "gpu-only"],
+)
+def test_a_label_names_the_metric_kedas_hpa_gives_the_concurrency_trigger(
+    spec: dict[str, Any], label: str | None
+) -> None:
+    """KEDA names its HPA's metrics s<trigger index>-prometheus; the alert on concurrency
+    finds the target by this label, which KEDA copies onto its HPA."""
+    manifest = scaled_object(spec)
+    assert manifest["metadata"]["labels"].get(CONCURRENCY_METRIC_LABEL) == label
+    if label is not None:
+        index = int(label.removeprefix("s").split("-")[0])
+        concurrency = manifest["spec"]["triggers"][index]
+        assert concurrency["metadata"]["query"] == REQUESTS_IN_PROGRESS.keda_query(
+            OWNER.namespace, OWNER.name
+        )

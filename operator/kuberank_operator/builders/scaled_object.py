@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from kuberank_contract import LABEL_INSTANCE, LABEL_MANAGED_BY
-from kuberank_operator.autoscaling_metrics import GPU_UTILIZATION, REQUESTS_IN_PROGRESS, PodMetric
+from kuberank_operator.autoscaling_metrics import (
+    CONCURRENCY_METRIC_LABEL,
+    GPU_UTILIZATION,
+    REQUESTS_IN_PROGRESS,
+    PodMetric,
+    keda_metric_name,
+)
 from kuberank_operator.builders.common import Owner, metadata
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import RerankerSpec
@@ -80,18 +86,22 @@ def build_scaled_object(
     triggers = []
     if spec.resources.gpu > 0:
         triggers.append(_trigger(GPU_UTILIZATION, scaling.target_gpu_utilization, owner, settings))
+    extra_labels = {}
     if scaling.target_concurrency is not None:
+        extra_labels[CONCURRENCY_METRIC_LABEL] = keda_metric_name(len(triggers))
         triggers.append(_trigger(REQUESTS_IN_PROGRESS, scaling.target_concurrency, owner, settings))
+    meta = metadata(
+        owner,
+        annotations={
+            HPA_EXCLUDED_LABELS_ANNOTATION: LABEL_MANAGED_BY,
+            TRANSFER_HPA_OWNERSHIP_ANNOTATION: "true",
+        },
+    )
+    meta["labels"] |= extra_labels
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": metadata(
-            owner,
-            annotations={
-                HPA_EXCLUDED_LABELS_ANNOTATION: LABEL_MANAGED_BY,
-                TRANSFER_HPA_OWNERSHIP_ANNOTATION: "true",
-            },
-        ),
+        "metadata": meta,
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicaCount": scaling.min_replicas,
