@@ -12,6 +12,7 @@ pods Running and Ready. No container runs; everything else is the real thing.
         cp.kubeconfig                                   # admin (system:masters)
         cp.user_kubeconfig("kuberank-operator")          # its own user name, also a master
         cp.add_process("adapter", [...])                 # more processes, same logs and stop
+        cp.stop_process("adapter")                       # or one of them, earlier
         cp.register_aggregated_api("custom.metrics.k8s.io", ["v1beta2"], port)  # served by it
 
 `python -m scripts.control_plane.cluster` runs one in the foreground for a person (`make cluster`).
@@ -373,6 +374,17 @@ class ControlPlane:
             for version in versions:
                 http.delete(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
             http.delete(f"/api/v1/namespaces/{namespace}/services/{group.split('.')[0]}-api")
+
+    def stop_process(self, name: str) -> None:
+        """Stop one process add_process started, before the control plane (a fixture's)."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def _start_etcd(self) -> str:
         client, peer = free_port(), free_port()

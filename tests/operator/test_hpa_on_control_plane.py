@@ -141,8 +141,7 @@ def prometheus(
         _wait_ready(f"{url}/-/ready", process, control_plane.logs / "prometheus.log")
         yield Prometheus(url)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        control_plane.stop_process("prometheus")
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +195,7 @@ def prometheus_adapter(
         yield control_plane
     finally:
         control_plane.remove_aggregated_api(CUSTOM_METRICS, CUSTOM_METRICS_VERSIONS)
-        process.terminate()
-        process.wait(timeout=30)
+        control_plane.stop_process("prometheus-adapter")
 
 
 def custom_metric(kube: Cluster, metric: str) -> dict[str, float]:
