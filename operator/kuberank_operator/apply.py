@@ -27,6 +27,7 @@ class Outcome(enum.Enum):
     CREATED = "Created"
     UPDATED = "Updated"
     DELETED = "Deleted"
+    ADOPTED = "Adopted"  # an ownerless object taken over (the HPA KEDA let go of)
     UNCHANGED = "Unchanged"
 
 
@@ -139,9 +140,15 @@ async def converge(
     desired: dict[str, Any] | None,
     live: dict[str, Any] | None,
     owner_uid: str,
+    *,
+    adopt: bool = False,
+    propagation: str = "Background",
 ) -> tuple[Outcome, dict[str, Any] | None]:
-    """Apply or delete the child; returns what was done and the child as it is now."""
-    if live is not None and not is_owned_by(live, owner_uid):
+    """Apply or delete the child; returns what was done and the child as it is now.
+
+    `adopt`: `live` belongs to no one and is ours to take over (the HPA KEDA let go of); the
+    apply makes it ours. `propagation`: how a deletion treats what the child owns."""
+    if live is not None and not is_owned_by(live, owner_uid) and not adopt:
         if desired is None:
             return Outcome.UNCHANGED, None  # not ours to delete
         raise ForeignChildError(
@@ -149,13 +156,15 @@ async def converge(
             "owned by this RerankerService; delete or rename it"
         )
     if desired is None:
-        if live is None:
-            return Outcome.UNCHANGED, None
-        await client.delete(kind.resource, namespace, name)
+        if live is None or live["metadata"].get("deletionTimestamp"):
+            return Outcome.UNCHANGED, None  # gone, or going (finalizers at work)
+        await client.delete(kind.resource, namespace, name, propagation)
         return Outcome.DELETED, None
     if live is None:
         return Outcome.CREATED, await client.apply(kind.resource, namespace, name, desired)
     desired = _keep_immutable(kind, desired, live)
+    if adopt and not is_owned_by(live, owner_uid):
+        return Outcome.ADOPTED, await client.apply(kind.resource, namespace, name, desired)
     if not needs_apply(kind, desired, live):
         return Outcome.UNCHANGED, live
     applied = await client.apply(kind.resource, namespace, name, desired)

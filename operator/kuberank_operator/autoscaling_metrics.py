@@ -109,6 +109,18 @@ REQUESTS_IN_PROGRESS: Final = PodMetric(
 
 POD_METRICS: Final = (GPU_UTILIZATION, REQUESTS_IN_PROGRESS)
 
+# KEDA names the HPA metric of its i-th trigger `s<i>-prometheus` (its prometheus scaler;
+# GenerateMetricNameWithIndex), not after what the query reads. This label, on the ScaledObject
+# and so on the HPA KEDA makes from it, names the concurrency trigger's metric: the rules'
+# kuberank:requests_in_progress:hpa_target finds that target by it (kube-state-metrics exports
+# the label, allowlisted in upstream/kube-prometheus-stack.values.yaml).
+CONCURRENCY_METRIC_LABEL: Final = "kuberank.io/concurrency-metric"
+
+
+def keda_metric_name(trigger_index: int) -> str:
+    """The name of the External metric KEDA gives the HPA for the trigger at this index."""
+    return f"s{trigger_index}-prometheus"
+
 
 def adapter_rules() -> list[dict[str, Any]]:
     """prometheus-adapter's `rules:` list (the prometheus-adapter chart's `rules.custom`)."""

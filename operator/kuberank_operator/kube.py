@@ -147,10 +147,14 @@ class KubeClient:
         )
         return dict(response.json())
 
-    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, propagation: str = "Background"
+    ) -> None:
+        """Delete; `propagation` Orphan leaves what the object owns (its ownerReference to it
+        removed by the garbage collector) instead of deleting it too."""
         try:
             await self._request(
-                "DELETE", resource.path(namespace, name), params={"propagationPolicy": "Background"}
+                "DELETE", resource.path(namespace, name), params={"propagationPolicy": propagation}
             )
         except ApiError as exc:
             if exc.status != 404:

@@ -10,6 +10,7 @@ import kopf
 from kuberank_contract import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, SERVER_APP_NAME
 from kuberank_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
 from kuberank_operator.builders import AUTOSCALER, CHILD_KINDS, ChildKind
+from kuberank_operator.builders.scaled_object import KEDA_MANAGER
 from kuberank_operator.handlers.handle_child_event import on_child_event
 from kuberank_operator.handlers.handle_keda_hpa_event import on_keda_hpa_event
 from kuberank_operator.handlers.handle_pod_event import on_pod_event
@@ -23,7 +24,7 @@ MANAGED = {LABEL_MANAGED_BY: FIELD_MANAGER}
 SERVER_POD_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: FIELD_MANAGER}
 # The HPAs KEDA makes for our ScaledObjects: KEDA copies the ScaledObject's labels but
 # managed-by (builders/scaled_object.py), and marks them as its own.
-KEDA_HPA_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: "keda-operator"}
+KEDA_HPA_LABELS = {LABEL_NAME: SERVER_APP_NAME, LABEL_MANAGED_BY: KEDA_MANAGER}
 SERVER_POD_SELECTOR = ",".join(
     [f"{key}={value}" for key, value in SERVER_POD_LABELS.items()] + [LABEL_INSTANCE]
 )

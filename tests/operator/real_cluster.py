@@ -115,6 +115,8 @@ class OperatorProcess:
     log_path: Path
     kubeconfig: Path | None = None
     verbose: bool = True  # debug logs (the benchmark turns them off: they cost CPU)
+    # More KUBERANK_OPERATOR_* settings (the autoscaling driver, KEDA's authentication...).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
 
@@ -130,6 +132,7 @@ class OperatorProcess:
             "PYTHONPATH": os.pathsep.join(
                 str(REPO_ROOT / part) for part in ("contract", "server", "operator")
             ),
+            **self.env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

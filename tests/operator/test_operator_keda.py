@@ -1,19 +1,17 @@
 """The real operator's two autoscaling drivers against kmock's emulator: a KEDA ScaledObject
-where KEDA's API is served, the HPA elsewhere, switching between them, and KEDA asked for
-where it is absent.
+where KEDA's API is served, the HPA elsewhere, and KEDA asked for where it is absent.
 
-The emulator runs no KEDA: where KEDA would make its HPA (`keda-hpa-<name>`) for our
-ScaledObject, or remove it when the ScaledObject is deleted, the tests do (with the labels,
-owner and status KEDA gives it). KEDA's real operator and the API server checking the
-ScaledObject against KEDA's CRD are issue 17's real control plane; the offline CRD check is
-tests/operator/test_scaled_object.py.
+The emulator runs no KEDA: where KEDA would make its HPA (named after the service, as the
+ScaledObject asks) the tests do (with the labels, owner and status KEDA gives it). The API
+server checking every ScaledObject against KEDA's CRD, drift put back and switching drivers
+(one HPA handed over, watched) are on the real control plane:
+tests/operator/test_keda_on_control_plane.py; the offline CRD check is test_scaled_object.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,12 @@ from tests.operator.harness import (
     jwt_secret,
     reranker,
 )
-from tests.operator.test_operator import condition, created, events, settle, status
+from tests.operator.test_operator import condition, created, events, status
 from tests.operator.test_scaled_object import keda_errors
 
 from kuberank_operator.settings import OperatorSettings
 
-KEDA_HPA = "keda-hpa-ranker"
+KEDA_HPA = "ranker"  # the ScaledObject names the hpa driver's HPA
 
 
 @pytest.fixture
@@ -52,7 +50,7 @@ def live(cluster: EmulatedCluster, resource: Any, name: str = "ranker") -> dict[
 
 
 async def keda_makes_its_hpa(cluster: EmulatedCluster, desired: int) -> None:
-    """What KEDA's operator does for our ScaledObject: an HPA named keda-hpa-<name>, with the
+    """What KEDA's operator does for our ScaledObject: the HPA it names, with the
     ScaledObject's labels but the excluded managed-by, owned by the ScaledObject."""
     scaled = live(cluster, SCALED_OBJECTS)
     assert scaled is not None
@@ -100,30 +98,6 @@ async def kedas_hpa_wants(cluster: EmulatedCluster, desired: int) -> None:
     )
 
 
-@contextlib.contextmanager
-def autoscalers_watched(cluster: EmulatedCluster) -> Iterator[list[frozenset[str]]]:
-    """Every 10 ms, which autoscalers own the Deployment's replicas: `hpa` (ours), `keda` (our
-    ScaledObject, or KEDA's HPA still there)."""
-    seen: list[frozenset[str]] = []
-
-    async def sample() -> None:
-        while True:
-            owners = set()
-            if live(cluster, AUTOSCALERS):
-                owners.add("hpa")
-            if live(cluster, SCALED_OBJECTS) or live(cluster, AUTOSCALERS, KEDA_HPA):
-                owners.add("keda")
-            if not seen or seen[-1] != owners:
-                seen.append(frozenset(owners))
-            await asyncio.sleep(0.01)
-
-    task = asyncio.get_running_loop().create_task(sample())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-
-
 async def test_with_keda_served_the_default_is_a_scaled_object_and_no_hpa(
     keda_cluster: EmulatedCluster,
 ) -> None:
@@ -164,41 +138,6 @@ async def test_a_drifted_or_deleted_scaled_object_is_put_back(
     )
     await cluster.delete(SCALED_OBJECTS, NAMESPACE, "ranker")
     await cluster.wait_for_object(SCALED_OBJECTS, NAMESPACE, "ranker")
-
-
-async def test_switching_drivers_never_leaves_two_autoscalers_nor_touches_replicas(
-    keda_cluster: EmulatedCluster,
-) -> None:
-    cluster = keda_cluster
-    await created(cluster, autoscaling={"driver": "hpa"})
-    # Stand-in for the HPA controller: it scaled the Deployment to 3.
-    await cluster.patch(DEPLOYMENTS, NAMESPACE, "ranker", {"spec": {"replicas": 3}})
-    with autoscalers_watched(cluster) as seen:
-        # hpa -> keda: our HPA goes, then the ScaledObject comes.
-        await cluster.patch(
-            RERANKERS, NAMESPACE, "ranker", {"spec": {"autoscaling": {"driver": "keda"}}}
-        )
-        await cluster.wait_for_object(SCALED_OBJECTS, NAMESPACE, "ranker")
-        await keda_makes_its_hpa(cluster, desired=3)
-        await settle(cluster)
-        # keda -> hpa: the ScaledObject goes; ours waits until KEDA has removed its HPA.
-        await cluster.patch(
-            RERANKERS, NAMESPACE, "ranker", {"spec": {"autoscaling": {"driver": "hpa"}}}
-        )
-        await cluster.wait_until(lambda: live(cluster, SCALED_OBJECTS) is None, "ScaledObject gone")
-        await asyncio.sleep(3)  # beyond the operator's look again in 2 s
-        assert live(cluster, AUTOSCALERS) is None, "an HPA beside KEDA's"
-        await cluster.delete(AUTOSCALERS, NAMESPACE, KEDA_HPA)  # KEDA's finalizer
-        await cluster.wait_for_object(AUTOSCALERS, NAMESPACE, "ranker", within=30)
-        await settle(cluster)
-    assert all(len(owners) <= 1 for owners in seen), seen
-    assert [set(owners) for owners in seen] == [{"hpa"}, set(), {"keda"}, set(), {"hpa"}]
-    deployment = live(cluster, DEPLOYMENTS)
-    assert deployment is not None and deployment["spec"]["replicas"] == 3
-    replica_writes = [
-        c for c in cluster.calls() if c.resource == "deployments" and c.verb in ("create", "patch")
-    ]
-    assert len(replica_writes) == 1  # created once; never patched (no replica count sent)
 
 
 async def test_keda_asked_for_where_it_is_absent_is_degraded_and_keeps_the_hpa(

@@ -18,14 +18,18 @@ import yaml
 from scripts.upstream_crds import KEDA, UPSTREAM_CRDS, UpstreamCrd
 from tests.operator.test_builders import OWNER, SETTINGS, SPECS
 
-from kuberank_operator.autoscaling_metrics import GPU_UTILIZATION, REQUESTS_IN_PROGRESS
+from kuberank_operator.autoscaling_metrics import (
+    CONCURRENCY_METRIC_LABEL,
+    GPU_UTILIZATION,
+    REQUESTS_IN_PROGRESS,
+)
 from kuberank_operator.builders import (
     AUTOSCALER,
     SCALED_OBJECT,
     autoscaling_driver,
     desired_children,
 )
-from kuberank_operator.builders.scaled_object import build_scaled_object, keda_hpa_name
+from kuberank_operator.builders.scaled_object import build_scaled_object
 from kuberank_operator.settings import OperatorSettings
 from kuberank_operator.spec import parse_spec
 
@@ -180,15 +184,18 @@ def test_cpu_pods_scale_on_requests_in_progress_alone() -> None:
     assert "DCGM" not in trigger["metadata"]["query"]
 
 
-def test_kedas_hpa_keeps_our_labels_but_says_who_manages_it() -> None:
+def test_kedas_hpa_is_the_hpa_drivers_by_name_and_keeps_our_labels() -> None:
     manifest = scaled_object(SPECS["cache-on"])
     assert manifest["metadata"]["annotations"] == {
-        "scaledobject.keda.sh/hpa-excluded-labels": "app.kubernetes.io/managed-by"
+        "scaledobject.keda.sh/hpa-excluded-labels": "app.kubernetes.io/managed-by",
+        # KEDA's webhook lets the ScaledObject take over the HPA it names.
+        "scaledobject.keda.sh/transfer-hpa-ownership": "true",
     }
     assert manifest["metadata"]["ownerReferences"] == [OWNER.reference]
-    # KEDA's getDefaultHpaName: no name is given in advanced.horizontalPodAutoscalerConfig.
-    assert "name" not in manifest["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
-    assert keda_hpa_name("ranker") == "keda-hpa-ranker"
+    # KEDA's HPA gets the name of ours (not KEDA's default keda-hpa-<name>): one HPA is
+    # handed over between the drivers.
+    hpa_config = manifest["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+    assert hpa_config["name"] == OWNER.name
 
 
 def test_the_prometheus_address_comes_from_the_operators_settings() -> None:
@@ -233,19 +240,41 @@ def _autoscalers(spec: dict[str, Any], keda: bool) -> list[tuple[str, bool]]:
 
 
 def test_exactly_one_autoscaler_and_the_old_one_goes_first() -> None:
-    assert _autoscalers(_with("keda"), keda=True) == [
-        ("HorizontalPodAutoscaler", False),
-        ("ScaledObject", True),
-    ]
+    # Driver keda leaves the HPA alone: KEDA takes ours over (same name) or makes it.
+    assert _autoscalers(_with("keda"), keda=True) == [("ScaledObject", True)]
     assert _autoscalers(_with("hpa"), keda=True) == [
         ("ScaledObject", False),
         ("HorizontalPodAutoscaler", True),
     ]
     assert _autoscalers(_with(enabled=False), keda=True) == [
-        ("HorizontalPodAutoscaler", False),
         ("ScaledObject", False),
+        ("HorizontalPodAutoscaler", False),
     ]
     # No KEDA API: the HPA alone is managed; a ScaledObject cannot exist.
     assert _autoscalers(_with("hpa"), keda=False) == [("HorizontalPodAutoscaler", True)]
     # KEDA asked for and absent: neither made nor removed (the reconcile says why).
     assert _autoscalers(_with("keda"), keda=False) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "label"),
+    [
+        (SPECS["cache-on"], "s1-prometheus"),  # GPU trigger s0, concurrency s1
+        ({**SPECS["cpu"], "autoscaling": {"targetConcurrency": 4}}, "s0-prometheus"),
+        ({**SPECS["cache-on"], "autoscaling": {"targetConcurrency": None}}, None),
+    ],
+    ids=["gpu-and-concurrency", "cpu-concurrency", "gpu-only"],
+)
+def test_a_label_names_the_metric_kedas_hpa_gives_the_concurrency_trigger(
+    spec: dict[str, Any], label: str | None
+) -> None:
+    """KEDA names its HPA's metrics s<trigger index>-prometheus; the alert on concurrency
+    finds the target by this label, which KEDA copies onto its HPA."""
+    manifest = scaled_object(spec)
+    assert manifest["metadata"]["labels"].get(CONCURRENCY_METRIC_LABEL) == label
+    if label is not None:
+        index = int(label.removeprefix("s").split("-")[0])
+        concurrency = manifest["spec"]["triggers"][index]
+        assert concurrency["metadata"]["query"] == REQUESTS_IN_PROGRESS.keda_query(
+            OWNER.namespace, OWNER.name
+        )

@@ -84,19 +84,24 @@ def autoscaling_driver(
 def _autoscalers(
     owner: Owner, spec: RerankerSpec, settings: OperatorSettings, keda: bool
 ) -> dict[ChildKind, dict[str, Any] | None]:
-    """At most one autoscaler, the one going away first: when the driver changes, the old one
-    is deleted before the new one is made, so two never scale the Deployment at once."""
+    """At most one autoscaler, and one HPA handed over when the driver changes, never two nor
+    none: the ScaledObject names the hpa driver's HPA, so KEDA takes ours over in place (it is
+    left out here: neither made nor removed, KEDA's to update); going back, the ScaledObject is
+    deleted first, leaving its HPA behind (`deletion_propagation`) for ours to take back."""
     driver = autoscaling_driver(spec, settings, keda=keda)
     if driver == "keda" and not keda:
         return {}  # KEDA asked for and absent: the reconcile reports it; an HPA stays as it is
-    autoscalers: dict[ChildKind, dict[str, Any] | None] = {
-        AUTOSCALER: build_autoscaler(owner, spec) if driver == "hpa" else None
-    }
-    if keda:
-        autoscalers[SCALED_OBJECT] = (
-            build_scaled_object(owner, spec, settings) if driver == "keda" else None
-        )
-    return dict(sorted(autoscalers.items(), key=lambda item: item[1] is not None))
+    if driver == "keda":
+        return {SCALED_OBJECT: build_scaled_object(owner, spec, settings)}
+    autoscalers: dict[ChildKind, dict[str, Any] | None] = {SCALED_OBJECT: None} if keda else {}
+    autoscalers[AUTOSCALER] = build_autoscaler(owner, spec) if driver == "hpa" else None
+    return autoscalers
+
+
+def deletion_propagation(kind: ChildKind, driver: AutoscalingDriver | None) -> str:
+    """How a child we remove goes: with what it owns (Background), but for a ScaledObject given
+    up for the hpa driver, whose HPA stays (Orphan) for the operator to take back."""
+    return "Orphan" if kind is SCALED_OBJECT and driver == "hpa" else "Background"
 
 
 def desired_children(
@@ -114,7 +119,7 @@ def desired_children(
     ServiceMonitor (prometheus-operator), Certificate (cert-manager) and ScaledObject (KEDA)
     APIs at all; without one, that child is left out of the result (neither made nor removed).
     A spec asking for KEDA where it is not served has neither autoscaler in the result (the
-    reconcile reports it and applies nothing).
+    reconcile reports it and applies nothing); driver keda has no HPA in it (KEDA's to update).
     """
     # In order of application: the NetworkPolicy and Certificate before the pods they guard.
     children: dict[ChildKind, dict[str, Any] | None] = {

@@ -14,7 +14,6 @@ from kuberank_operator import API_GROUP, API_VERSION, PLURAL
 from kuberank_operator.apply import Outcome
 from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, ChildKind
 from kuberank_operator.builders.common import Owner
-from kuberank_operator.builders.scaled_object import keda_hpa_name
 from kuberank_operator.builders.service import endpoint_url
 from kuberank_operator.kube import KubeClient, Resource
 from kuberank_operator.runtime import Runtime
@@ -102,11 +101,10 @@ async def deciding_hpa(
     client: KubeClient, owner: Owner, driver: AutoscalingDriver | None
 ) -> dict[str, Any] | None:
     """The HPA deciding the replica count: ours (driver hpa), or the one KEDA makes for our
-    ScaledObject (driver keda); None when autoscaling is off."""
+    ScaledObject (driver keda), both named after the service; None when autoscaling is off."""
     if driver is None:
         return None
-    name = keda_hpa_name(owner.name) if driver == "keda" else owner.name
-    return await client.get(AUTOSCALER.resource, owner.namespace, name)
+    return await client.get(AUTOSCALER.resource, owner.namespace, owner.name)
 
 
 def pods_of(

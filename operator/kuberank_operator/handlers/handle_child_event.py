@@ -14,6 +14,7 @@ from kuberank_operator.builders import (
     SCALED_OBJECT,
     ChildKind,
     autoscaling_driver,
+    deletion_propagation,
     desired_children,
 )
 from kuberank_operator.handlers.common import (
@@ -61,9 +62,17 @@ async def on_child_event(
                 owner, spec, runtime.settings, service_monitors=True, certificates=True, keda=keda
             )
             if kind not in desired:
-                return  # neither made nor removed now (KEDA asked for and absent)
+                return  # neither made nor removed now (KEDA's HPA, or KEDA asked for and absent)
+            driver = autoscaling_driver(spec, runtime.settings, keda=keda)
             outcome, now = await converge(
-                runtime.client, kind, namespace, parent_name, desired[kind], live, owner.uid
+                runtime.client,
+                kind,
+                namespace,
+                parent_name,
+                desired[kind],
+                live,
+                owner.uid,
+                propagation=deletion_propagation(kind, driver),
             )
             announce(parent, kind, parent_name, outcome)
             if kind in (DEPLOYMENT, AUTOSCALER):
@@ -73,9 +82,7 @@ async def on_child_event(
                     else await runtime.client.get(DEPLOYMENT.resource, namespace, parent_name),
                     AUTOSCALER: now
                     if kind is AUTOSCALER and desired[kind] is not None
-                    else await deciding_hpa(
-                        runtime.client, owner, autoscaling_driver(spec, runtime.settings, keda=keda)
-                    ),
+                    else await deciding_hpa(runtime.client, owner, driver),
                 }
                 pods = pods_of(pod_index, namespace, parent_name)
                 await publish_status(runtime, parent, spec, children, pods)

@@ -7,8 +7,8 @@ import logging
 import kopf
 
 from kuberank_contract import LABEL_INSTANCE
-from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, SCALED_OBJECT, autoscaling_driver
-from kuberank_operator.builders.scaled_object import keda_hpa_name
+from kuberank_operator.builders import AUTOSCALER, DEPLOYMENT, autoscaling_driver
+from kuberank_operator.builders.scaled_object import is_kedas_hpa
 from kuberank_operator.handlers.common import pods_of, publish_status
 from kuberank_operator.kube import ApiError
 from kuberank_operator.runtime import Runtime
@@ -16,14 +16,6 @@ from kuberank_operator.spec import InvalidSpecError, parse_spec
 from kuberank_operator.status import PodReport
 
 logger = logging.getLogger(__name__)
-
-
-def _made_for(hpa: kopf.Body, service: str) -> bool:
-    """Whether KEDA made this HPA for the ScaledObject of that RerankerService."""
-    owners = hpa.get("metadata", {}).get("ownerReferences") or []
-    return hpa.get("metadata", {}).get("name") == keda_hpa_name(service) and any(
-        ref.get("kind") == SCALED_OBJECT.kind and ref.get("name") == service for ref in owners
-    )
 
 
 async def on_keda_hpa_event(
@@ -35,7 +27,7 @@ async def on_keda_hpa_event(
 ) -> None:
     meta = hpa.get("metadata", {})
     namespace, parent_name = meta.get("namespace"), meta.get("labels", {}).get(LABEL_INSTANCE)
-    if not namespace or not parent_name or not _made_for(hpa, parent_name):
+    if not namespace or not parent_name or not is_kedas_hpa(hpa, parent_name):
         return
     async with runtime.lock(namespace, parent_name):
         parent = next(iter(parents.get((namespace, parent_name), [])), None)

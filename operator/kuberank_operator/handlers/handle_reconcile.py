@@ -14,9 +14,10 @@ from kuberank_operator.builders import (
     SERVICE_MONITOR,
     ChildKind,
     autoscaling_driver,
+    deletion_propagation,
     desired_children,
 )
-from kuberank_operator.builders.scaled_object import keda_hpa_name
+from kuberank_operator.builders.scaled_object import is_kedas_hpa, is_let_go_by_keda
 from kuberank_operator.handlers.common import (
     announce,
     backoff_seconds,
@@ -42,7 +43,8 @@ KEDA_MISSING = (
     "(keda.sh/v1alpha1 ScaledObjects); install KEDA, or set spec.autoscaling.driver: hpa "
     "(an HPA on Pods metrics, which needs prometheus-adapter)"
 )
-# How often to look whether KEDA has removed its HPA, when the hpa driver takes over.
+# How often to look whether the deleted ScaledObject has let go of its HPA (the garbage
+# collector's orphaning, within a second), when the hpa driver takes it over.
 HANDOVER_POLL_SECONDS = 2.0
 
 
@@ -94,17 +96,24 @@ async def reconcile(
             handing_over = False
             for kind, manifest in desired.items():
                 live = await client.get(kind.resource, owner.namespace, owner.name)
-                if kind is AUTOSCALER and manifest is not None and live is None:
-                    # Taking over from KEDA: its HPA goes when KEDA finalizes the deleted
-                    # ScaledObject; ours only comes after, never beside it.
-                    kedas = await client.get(
-                        AUTOSCALER.resource, owner.namespace, keda_hpa_name(owner.name)
-                    )
-                    if kedas is not None:
-                        handing_over, children[kind] = True, None
+                adopt = False
+                if kind is AUTOSCALER and manifest is not None and live is not None:
+                    if is_kedas_hpa(live, owner.name):
+                        # Taking over from KEDA: its ScaledObject was just deleted leaving this
+                        # HPA (Orphan); once the garbage collector has let go of it, it is ours.
+                        handing_over, children[kind] = True, live
                         continue
+                    adopt = is_let_go_by_keda(live, owner.name)
                 outcome, children[kind] = await converge(
-                    client, kind, owner.namespace, owner.name, manifest, live, owner.uid
+                    client,
+                    kind,
+                    owner.namespace,
+                    owner.name,
+                    manifest,
+                    live,
+                    owner.uid,
+                    adopt=adopt,
+                    propagation=deletion_propagation(kind, driver),
                 )
                 announce(body, kind, owner.name, outcome)
             pods = pods_of(pod_index, owner.namespace, owner.name)
@@ -113,8 +122,8 @@ async def reconcile(
             await publish_status(runtime, body, spec, children, pods)
             if handing_over:
                 raise kopf.TemporaryError(
-                    f"waiting for KEDA to remove {keda_hpa_name(owner.name)} before the "
-                    "HorizontalPodAutoscaler takes over",
+                    f"waiting for the ScaledObject {owner.name} to let go of its HPA before the "
+                    "hpa driver takes it over",
                     delay=HANDOVER_POLL_SECONDS,
                 )
         except ForeignChildError as exc:

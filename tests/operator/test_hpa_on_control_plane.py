@@ -1,0 +1,267 @@
+"""Driver hpa end to end on the real control plane: the operator's HPA, the real HPA controller
+(kube-controller-manager), prometheus-adapter built from its Go module with the rules the
+monitoring chart ships, registered as an aggregated API (custom.metrics.k8s.io), and a real
+Prometheus. The Deployment scales up under load on its pods and back down.
+
+kwok's pods run no container, so their metrics come from a STAND-IN exporter: it publishes each
+pod's kuberank_requests_in_progress as the operator's ServiceMonitor labels a server pod's
+series, and DCGM_FI_DEV_GPU_UTIL as NVIDIA's exporter reports a pod's GPU (scraped with
+honor_labels false, as the chart's ServiceMonitor does). tests/charts/test_prometheus_live.py
+shows a real kuberank-server's own gauge reaching the same adapter query.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from scripts.control_plane import build
+from scripts.control_plane.cluster import ControlPlane, free_port
+from tests.charts.adapter_stand_in import shipped_adapter_rules
+from tests.charts.test_prometheus_live import RULES_FILE, Prometheus
+from tests.operator.harness import AUTOSCALERS, DEPLOYMENTS, RERANKERS, reranker
+from tests.operator.real_cluster import Cluster
+from tests.operator.test_operator_on_control_plane import is_ready, pods
+
+pytestmark = [pytest.mark.control_plane, pytest.mark.prometheus]
+CUSTOM_METRICS = "custom.metrics.k8s.io"
+# The HPA controller asks for v1beta2; kubectl and older clients for v1beta1.
+CUSTOM_METRICS_VERSIONS = ("v1beta1", "v1beta2")
+DCGM_EXPORTER_POD = "dcgm-exporter-node1"
+
+
+@dataclass
+class PodMetrics:
+    """STAND-IN for the server pods' and DCGM's series (see the module's docstring)."""
+
+    url: str
+    in_progress: Gauge
+    gpu: Gauge
+
+    def set(self, namespace: str, pod: str, in_progress: float, gpu: float = 10) -> None:
+        self.in_progress.labels(namespace, "ranker", pod).set(in_progress)
+        self.gpu.labels("0", namespace, pod).set(gpu)
+
+
+def _scrape_config(metrics: PodMetrics) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {
+                "job_name": "reranker-pods",
+                "honor_labels": True,  # the stand-in speaks for each pod: its labels are kept
+                "static_configs": [{"targets": [metrics.url]}],
+                "metric_relabel_configs": [
+                    {"source_labels": ["__name__"], "regex": "kuberank_.*", "action": "keep"}
+                ],
+            },
+            {
+                "job_name": "dcgm-exporter",
+                "honor_labels": False,
+                "static_configs": [
+                    {
+                        "targets": [metrics.url],
+                        "labels": {"namespace": "gpu-monitoring", "pod": DCGM_EXPORTER_POD},
+                    }
+                ],
+                "metric_relabel_configs": [
+                    {"source_labels": ["__name__"], "regex": "DCGM_.*", "action": "keep"}
+                ],
+            },
+        ],
+    }
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"exited; see {log}"
+        try:
+            # The adapter's self-signed serving certificate: nothing to verify it with.
+            if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"not ready; see {log}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def pod_metrics() -> Iterator[PodMetrics]:
+    registry = CollectorRegistry()
+    in_progress = Gauge(
+        "kuberank_requests_in_progress",
+        "Requests accepted and not yet answered.",
+        ["namespace", "service", "pod"],
+        registry=registry,
+    )
+    gpu = Gauge(
+        "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", ["gpu", "namespace", "pod"],
+        registry=registry,
+    )  # fmt: skip
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    yield PodMetrics(f"127.0.0.1:{port}", in_progress, gpu)
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    pod_metrics: PodMetrics, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: `make tools` installs Debian's prometheus package"
+    workdir = tmp_path_factory.mktemp("prometheus-hpa")
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(_scrape_config(pod_metrics)))
+    port = free_port()
+    process = control_plane.add_process(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(f"{url}/-/ready", process, control_plane.logs / "prometheus.log")
+        yield Prometheus(url)
+    finally:
+        control_plane.stop_process("prometheus")
+
+
+@pytest.fixture(scope="module")
+def prometheus_adapter(
+    prometheus: Prometheus, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """prometheus-adapter (built by `build --autoscalers prometheus-adapter`) with the rules
+    the monitoring chart ships, serving custom.metrics.k8s.io through the aggregator."""
+    problem = build.autoscaler_missing("prometheus-adapter")
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}: run `make autoscalers`")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts.control_plane.build",
+                "--autoscalers",
+                "prometheus-adapter",
+            ],
+            check=True,
+            cwd=build.ROOT,
+        )
+    workdir = tmp_path_factory.mktemp("prometheus-adapter")
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump({"rules": shipped_adapter_rules()}))
+    port = free_port()
+    kubeconfig = str(control_plane.kubeconfig)
+    process = control_plane.add_process(
+        "prometheus-adapter",
+        [
+            str(build.AUTOSCALERS_BIN / "prometheus-adapter"),
+            f"--secure-port={port}",
+            "--bind-address=127.0.0.1",
+            f"--cert-dir={workdir / 'certs'}",
+            f"--lister-kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--prometheus-url={prometheus.url}/",
+            f"--config={config}",
+            # Series are discovered at this interval (default 10 minutes).
+            "--metrics-relist-interval=5s",
+            "--v=2",
+        ],
+    )
+    try:
+        _wait_ready(
+            f"https://127.0.0.1:{port}/healthz",
+            process,
+            control_plane.logs / "prometheus-adapter.log",
+        )
+        control_plane.register_aggregated_api(CUSTOM_METRICS, CUSTOM_METRICS_VERSIONS, port)
+        yield control_plane
+    finally:
+        control_plane.remove_aggregated_api(CUSTOM_METRICS, CUSTOM_METRICS_VERSIONS)
+        control_plane.stop_process("prometheus-adapter")
+
+
+def custom_metric(kube: Cluster, metric: str) -> dict[str, float]:
+    """What custom.metrics.k8s.io (the adapter, through the aggregator) says per pod."""
+    path = f"/apis/{CUSTOM_METRICS}/v1beta2/namespaces/{kube.namespace}/pods/*/{metric}"
+    response = kube.http.get(path)
+    if response.status_code != 200:
+        return {}
+    return {
+        item["describedObject"]["name"]: float(item["value"].rstrip("m"))
+        / (1000 if item["value"].endswith("m") else 1)
+        for item in response.json()["items"]
+    }
+
+
+def replicas(kube: Cluster) -> int:
+    deployment = kube.get(DEPLOYMENTS, "ranker")
+    assert deployment is not None
+    return int(deployment["spec"]["replicas"])
+
+
+def test_the_hpa_controller_scales_the_deployment_on_the_adapters_metrics_up_and_down(
+    prometheus_adapter: ControlPlane, pod_metrics: PodMetrics, kube: Cluster
+) -> None:
+    kube.operator.env = {"KUBERANK_OPERATOR_AUTOSCALING_DRIVER": "hpa"}
+    kube.operator.start()
+    autoscaling = {
+        "targetConcurrency": 4,
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "scaleDownStabilizationSeconds": 0,
+    }
+    kube.create(RERANKERS, reranker(autoscaling=autoscaling))
+    kube.wait_until(lambda: is_ready(kube), "Ready", within=60)
+    (first,) = [p["metadata"]["name"] for p in pods(kube)]
+    pod_metrics.set(kube.namespace, first, in_progress=1)
+    kube.wait_until(
+        lambda: custom_metric(kube, "kuberank_requests_in_progress").get(first) == 1,
+        "the adapter's value for the pod",
+        within=60,
+    )
+    assert custom_metric(kube, "kuberank_gpu_utilization") == {first: 10}
+    # Load: 10 requests in progress on the one pod, target 4 per pod: ceil(10 / 4) = 3 > max 2.
+    began = time.monotonic()
+    pod_metrics.set(kube.namespace, first, in_progress=10)
+    kube.wait_until(lambda: replicas(kube) == 2, "two replicas", within=90)
+    up = time.monotonic() - began
+    # The HPA controller's own account of it: it rescaled, on the adapter's values.
+    hpa = kube.get(AUTOSCALERS, "ranker")
+    assert hpa is not None and hpa["status"]["desiredReplicas"] == 2
+    conditions = {c["type"]: c for c in hpa["status"]["conditions"]}
+    assert conditions["AbleToScale"]["reason"] == "SucceededRescale"
+    assert conditions["ScalingActive"]["reason"] == "ValidMetricFound"
+    current = {
+        m["pods"]["metric"]["name"]: m["pods"]["current"]["averageValue"]
+        for m in hpa["status"]["currentMetrics"]
+    }
+    assert current == {"kuberank_gpu_utilization": "10", "kuberank_requests_in_progress": "10"}
+    kube.wait_until(lambda: len(pods(kube)) == 2 and is_ready(kube), "two pods", within=60)
+    # The load gone: back to one.
+    began = time.monotonic()
+    for pod in pods(kube):
+        pod_metrics.set(kube.namespace, pod["metadata"]["name"], in_progress=0)
+    kube.wait_until(lambda: replicas(kube) == 1, "one replica", within=120)
+    down = time.monotonic() - began
+    print(f"HPA controller via prometheus-adapter: 1 -> 2 in {up:.1f} s, 2 -> 1 in {down:.1f} s")
