@@ -47,7 +47,7 @@ from kuberank_server.engine.scorer import embedded_model_path
 CELLS = ((1, 1, 240), (8, 1, 480), (32, 1, 640), (32, 16, 128), (32, 64, 64))
 HEADLINE_CELL = (32, 16)
 DEFAULT_ROUNDS = 3
-READY_TIMEOUT_SECONDS = 300
+READY_TIMEOUT_SECONDS = 900  # two engines starting at once on a busy 2-core machine
 BENCH_SECRET = "server-bench-secret-0123456789abcdef0123"  # noqa: S105 - throwaway key
 OURS, THEIRS = "kuberank", "vllm"
 
