@@ -2,7 +2,7 @@
 
 Same model (the embedded all-MiniLM-L6-v2), same machine, same load generator, one run.
 Both servers start and stay up; each cell (callers x documents per request) is then loaded
-in alternating rounds, ours, vLLM's, ours, vLLM's, ... (`--rounds`, default 3), so that
+in alternating rounds, ours, vLLM's, ours, vLLM's, ... (`--rounds`, default 2), so that
 whatever else the machine is doing hits both sides alike and the spread between rounds shows
 how much noise there is. Every request's documents (and query) are new, so no cache flatters
 either side; the server not being loaded sits idle (its CPU time in that round is reported).
@@ -46,7 +46,7 @@ from kuberank_server.engine.scorer import embedded_model_path
 # so both sides do the same work; each round is a few seconds here (32 x 64 about 15 s).
 CELLS = ((1, 1, 240), (8, 1, 480), (32, 1, 640), (32, 16, 128), (32, 64, 64))
 HEADLINE_CELL = (32, 16)
-DEFAULT_ROUNDS = 3
+DEFAULT_ROUNDS = 2  # about 10 minutes on the busy 2-core machine; 3 took 14
 READY_TIMEOUT_SECONDS = 900  # two engines starting at once on a busy 2-core machine
 BENCH_SECRET = "server-bench-secret-0123456789abcdef0123"  # noqa: S105 - throwaway key
 OURS, THEIRS = "kuberank", "vllm"
