@@ -1,17 +1,25 @@
 """Our server (JWT on) against vLLM's own server: `python -m benchmarks.server_bench`.
 
-Same model (the embedded all-MiniLM-L6-v2), same machine, same load generator, one run:
-each server is started alone, loaded at concurrency 1, 8 and 32 with 1, 16 and 64 documents
-per request, then stopped. Every request's documents (and query) are new, so no cache
-flatters either side. Reported per cell: pairs/s, p50 and p99 latency; per server: peak RSS
-(the API process and its engine processes); and JWT verification time per request.
+Same model (the embedded all-MiniLM-L6-v2), same machine, same load generator, one run.
+Both servers start and stay up; each cell (callers x documents per request) is then loaded
+in alternating rounds, ours, vLLM's, ours, vLLM's, ... (`--rounds`, default 2), so that
+whatever else the machine is doing hits both sides alike and the spread between rounds shows
+how much noise there is. Every request's documents (and query) are new, so no cache flatters
+either side; the server not being loaded sits idle (its CPU time in that round is reported).
 
-The last stdout line is one JSON object, including `server_vs_vllm_throughput`: ours /
-theirs in pairs/s at concurrency 32 with 16 documents.
+Reported per cell and side: pairs/s and p50/p99 latency (median round, and every round), and
+CPU seconds per request: the API process alone (our request path, or vLLM's) and the whole
+process tree (with the engine), from the processes' own CPU time over each round. Per cell:
+the throughput ratio ours / theirs of each round, its median and range. Per server: peak RSS.
+
+The last stdout line is one JSON object, including `server_vs_vllm_throughput` (the median
+round ratio at 32 callers x 16 documents) and `worst_cell` (the cell with the lowest median
+ratio, with that ratio's range over the rounds).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -23,8 +31,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,14 +42,14 @@ from benchmarks.auth_bench import verify_seconds_per_token
 from kuberank_server.auth.tokens import mint_token
 from kuberank_server.engine.scorer import embedded_model_path
 
-CONCURRENCIES = (1, 8, 32)
-DOCUMENTS_PER_REQUEST = (1, 16, 64)
+# (callers, documents per request, requests per round). The requests are fixed, not the time,
+# so both sides do the same work; each round is a few seconds here (32 x 64 about 15 s).
+CELLS = ((1, 1, 240), (8, 1, 480), (32, 1, 640), (32, 16, 128), (32, 64, 64))
 HEADLINE_CELL = (32, 16)
-# Fixed request counts keep a full run (two servers, 18 cells) to a few minutes here.
-PAIRS_PER_CELL = 1600
-MAX_REQUESTS_PER_CELL = 200
-READY_TIMEOUT_SECONDS = 300
+DEFAULT_ROUNDS = 2  # about 10 minutes on the busy 2-core machine; 3 took 14
+READY_TIMEOUT_SECONDS = 900  # two engines starting at once on a busy 2-core machine
 BENCH_SECRET = "server-bench-secret-0123456789abcdef0123"  # noqa: S105 - throwaway key
+OURS, THEIRS = "kuberank", "vllm"
 
 QUERIES = (
     "How to optimize database query performance?",
@@ -62,28 +70,79 @@ SENTENCES = (
     "Archiving cold rows keeps tables small and scans fast",
 )
 
+# Both servers' engines get the same KV cache, in bytes (vLLM's CPU backend would otherwise
+# read --gpu-memory-utilization as a share of the whole machine).
+KV_CACHE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Server:
+    """One side: how to start it and how to call it."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    url: str
+    ready_path: str
+    headers: dict[str, str]
+
 
 @dataclass
-class Cell:
-    concurrency: int
-    documents: int
-    requests: int
+class Round:
+    """One side's load of one cell, once."""
+
     pairs_per_second: float
     p50_ms: float
     p99_ms: float
     errors: int
+    seconds: float
+    # CPU seconds the server's processes spent during the round: the API process alone, and
+    # with its children (the engine).
+    api_cpu_seconds: float
+    tree_cpu_seconds: float
 
 
 @dataclass
-class ServerRun:
-    name: str
-    cells: list[Cell]
-    peak_rss_mb: float
+class Side:
+    """One side's figures for one cell over all rounds (medians first, then every round)."""
+
+    pairs_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    api_cpu_seconds_per_request: float
+    cpu_seconds_per_request: float
+    pairs_per_second_rounds: list[float]
+    p50_ms_rounds: list[float]
+    # CPU seconds the other server's processes used while this side was loaded: what idling
+    # costs, to be read as noise.
+    idle_other_cpu_seconds: float = 0.0
 
 
-# Both servers' engines get the same KV cache, in bytes (vLLM's CPU backend would otherwise
-# read --gpu-memory-utilization as a share of the whole machine).
-KV_CACHE_BYTES = 1 << 30
+@dataclass
+class CellResult:
+    concurrency: int
+    documents: int
+    requests: int
+    sides: dict[str, Side] = field(default_factory=dict)
+    throughput_ratio_rounds: list[float] = field(default_factory=list)
+
+    @property
+    def throughput_ratio(self) -> float:
+        return round(statistics.median(self.throughput_ratio_rounds), 3)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "concurrency": self.concurrency,
+            "documents": self.documents,
+            "requests": self.requests,
+            **{name: asdict(side) for name, side in self.sides.items()},
+            "throughput_ratio": self.throughput_ratio,
+            "throughput_ratio_range": [min(self.throughput_ratio_rounds),
+                                       max(self.throughput_ratio_rounds)],
+            "throughput_ratio_rounds": self.throughput_ratio_rounds,
+            "p50_ratio": round(self.sides[OURS].p50_ms / self.sides[THEIRS].p50_ms, 3),
+        }  # fmt: skip
 
 
 def engine_env() -> dict[str, str]:
@@ -100,10 +159,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def servers() -> tuple[Server, Server]:
+    """Ours with JWT auth on, and `vllm serve` (no auth) on the same model and engine sizes."""
+    model_path = embedded_model_path()
+    token = mint_token(key=BENCH_SECRET, subject="bench", ttl_seconds=3600)
+    ours_port, theirs_port = free_port(), free_port()
+    ours = Server(
+        OURS,
+        [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
+         "--port", str(ours_port), "--metrics-port", "0", "--log-level", "warning",
+         "--cpu-kv-cache-bytes", str(KV_CACHE_BYTES), "--max-concurrent-requests", "64",
+         # vLLM's server refuses nothing: neither does ours here (its admission still runs).
+         "--max-queue-wait-seconds", "3600", "--drain-timeout-seconds", "0"],
+        engine_env() | {"KUBERANK_JWT_SECRET": BENCH_SECRET},
+        f"http://127.0.0.1:{ours_port}", "/ready", {"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    theirs = Server(
+        THEIRS,
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+         "--runner", "pooling", "--dtype", "float32",
+         "--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--max-model-len", "256",
+         "--host", "127.0.0.1", "--port", str(theirs_port),
+         "--disable-uvicorn-access-log"],
+        engine_env(), f"http://127.0.0.1:{theirs_port}", "/health", {},
+    )  # fmt: skip
+    return ours, theirs
+
+
 @contextmanager
-def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[psutil.Process]:
+def running(server: Server, log_dir: Path) -> Iterator[psutil.Process]:
+    """The server's API process, started, until the block ends (then SIGTERM)."""
+    log_path = log_dir / f"{server.name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            server.command, env=server.env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield psutil.Process(process.pid)
     finally:
@@ -115,9 +205,25 @@ def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator
             process.wait()
 
 
+def tree(process: psutil.Process) -> list[psutil.Process]:
+    return [process, *process.children(recursive=True)]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User plus system CPU seconds these processes have used so far (gone ones count 0)."""
+    total = 0.0
+    for member in processes:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def tree_rss_mb(process: psutil.Process) -> float:
     total = 0
-    for member in [process, *process.children(recursive=True)]:
+    for member in tree(process):
         try:
             total += member.memory_info().rss
         except psutil.NoSuchProcess:
@@ -125,27 +231,28 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / 2**20
 
 
-def wait_ready(url: str, ready_path: str, process: psutil.Process, log_path: Path) -> None:
+def wait_ready(server: Server, process: psutil.Process) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
-            raise RuntimeError(f"server exited; see {log_path}")
+            raise RuntimeError(f"{server.name} exited; see its log")
         try:
-            if httpx.get(url + ready_path, timeout=2).status_code == 200:
+            if httpx.get(server.url + server.ready_path, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(1)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT_SECONDS} s; see {log_path}")
+    raise RuntimeError(f"{server.name} not ready after {READY_TIMEOUT_SECONDS} s")
 
 
 class Load:
     """Closed-loop load: `concurrency` clients, each sending its next request on an answer."""
 
-    def __init__(self, url: str, model: str, headers: dict[str, str]) -> None:
-        self.url = url
-        self.model = model
-        self.headers = headers
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.model = httpx.get(server.url + "/v1/models", headers=server.headers).json()["data"][0][
+            "id"
+        ]
         self.serial = itertools.count()
 
     def body(self, documents: int) -> dict[str, object]:
@@ -157,98 +264,169 @@ class Load:
                           for i in range(documents)],
         }  # fmt: skip
 
-    async def cell(self, concurrency: int, documents: int) -> Cell:
-        requests = max(2 * concurrency, min(MAX_REQUESTS_PER_CELL, PAIRS_PER_CELL // documents))
+    async def run(self, concurrency: int, documents: int, requests: int) -> tuple[
+        list[float], int, float
+    ]:  # fmt: skip
+        """Latencies, errors and elapsed seconds of `requests` requests."""
         latencies: list[float] = []
         errors = 0
         remaining = iter(range(requests))
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(timeout=300, limits=limits, headers=self.headers) as client:
+        url = self.server.url + "/v1/rerank"
+        async with httpx.AsyncClient(
+            timeout=300, limits=limits, headers=self.server.headers
+        ) as client:
 
             async def client_loop() -> None:
                 nonlocal errors
                 for _ in remaining:
                     body = self.body(documents)
                     started = time.perf_counter()
-                    response = await client.post(self.url + "/v1/rerank", json=body)
+                    response = await client.post(url, json=body)
                     latencies.append(time.perf_counter() - started)
                     errors += response.status_code != 200
 
             started = time.perf_counter()
             await asyncio.gather(*(client_loop() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
-        quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-        return Cell(
-            concurrency=concurrency,
-            documents=documents,
-            requests=requests,
-            pairs_per_second=round(requests * documents / elapsed, 1),
-            p50_ms=round(quantiles[49] * 1000, 1),
-            p99_ms=round(quantiles[98] * 1000, 1),
-            errors=errors,
-        )
+        return latencies, errors, elapsed
 
 
-def bench_server(
-    name: str, command: list[str], env: dict[str, str], url: str, ready_path: str,
-    headers: dict[str, str], log_dir: Path,
-) -> ServerRun:  # fmt: skip
-    log_path = log_dir / f"{name}.log"
-    with running(command, env, log_path) as process:
-        wait_ready(url, ready_path, process, log_path)
-        model = httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"]
-        load = Load(url, model, headers)
-        asyncio.run(load.cell(4, 16))  # warm-up: first-request costs are not throughput
-        cells: list[Cell] = []
-        peak_rss = tree_rss_mb(process)
-        for concurrency, documents in itertools.product(CONCURRENCIES, DOCUMENTS_PER_REQUEST):
-            cell = asyncio.run(load.cell(concurrency, documents))
-            peak_rss = max(peak_rss, tree_rss_mb(process))
-            print(f"{name:>8}  c={concurrency:<3} docs={documents:<3} "
-                  f"{cell.pairs_per_second:8.1f} pairs/s  p50 {cell.p50_ms:8.1f} ms  "
-                  f"p99 {cell.p99_ms:8.1f} ms  errors {cell.errors}", flush=True)  # fmt: skip
-            cells.append(cell)
-    return ServerRun(name, cells, round(peak_rss, 1))
+def measure_round(
+    load: Load, process: psutil.Process, concurrency: int, documents: int, requests: int
+) -> Round:
+    members = tree(process)
+    api_before, tree_before = cpu_seconds([process]), cpu_seconds(members)
+    latencies, errors, elapsed = asyncio.run(load.run(concurrency, documents, requests))
+    api_cpu = cpu_seconds([process]) - api_before
+    tree_cpu = cpu_seconds(members) - tree_before
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return Round(
+        # Answered requests only: a refusal is quick, and is no throughput.
+        pairs_per_second=round((requests - errors) * documents / elapsed, 1),
+        p50_ms=round(quantiles[49] * 1000, 1),
+        p99_ms=round(quantiles[98] * 1000, 1),
+        errors=errors,
+        seconds=round(elapsed, 2),
+        api_cpu_seconds=api_cpu,
+        tree_cpu_seconds=tree_cpu,
+    )
+
+
+def summarise(rounds: list[Round], requests: int, idle_other_cpu: float) -> Side:
+    """One side's rounds of a cell: medians, and the rounds themselves."""
+    return Side(
+        pairs_per_second=round(statistics.median(r.pairs_per_second for r in rounds), 1),
+        p50_ms=round(statistics.median(r.p50_ms for r in rounds), 1),
+        p99_ms=round(statistics.median(r.p99_ms for r in rounds), 1),
+        errors=sum(r.errors for r in rounds),
+        api_cpu_seconds_per_request=round(
+            statistics.median(r.api_cpu_seconds for r in rounds) / requests, 6
+        ),
+        cpu_seconds_per_request=round(
+            statistics.median(r.tree_cpu_seconds for r in rounds) / requests, 6
+        ),
+        pairs_per_second_rounds=[r.pairs_per_second for r in rounds],
+        p50_ms_rounds=[r.p50_ms for r in rounds],
+        idle_other_cpu_seconds=round(idle_other_cpu, 2),
+    )
+
+
+def ratio_rounds(ours: list[Round], theirs: list[Round]) -> list[float]:
+    """Ours / theirs in pairs/s, round by round (each pair of rounds ran back to back)."""
+    return [
+        round(a.pairs_per_second / b.pairs_per_second, 3) for a, b in zip(ours, theirs, strict=True)
+    ]
+
+
+def bench_cell(
+    sides: list[tuple[Load, psutil.Process]], concurrency: int, documents: int, requests: int,
+    rounds: int,
+) -> CellResult:  # fmt: skip
+    """`rounds` rounds of the cell, the sides in turn (A, B, A, B, ...)."""
+    runs: dict[str, list[Round]] = {load.server.name: [] for load, _ in sides}
+    idle: dict[str, float] = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for load, process in sides:
+            others = [p for _, p in sides if p is not process]
+            other_before = sum(cpu_seconds(tree(p)) for p in others)
+            result = measure_round(load, process, concurrency, documents, requests)
+            idle[load.server.name] += sum(cpu_seconds(tree(p)) for p in others) - other_before
+            runs[load.server.name].append(result)
+            print(f"{load.server.name:>8}  c={concurrency:<3} docs={documents:<3} "
+                  f"{result.pairs_per_second:8.1f} pairs/s  p50 {result.p50_ms:8.1f} ms  "
+                  f"p99 {result.p99_ms:8.1f} ms  API CPU "
+                  f"{result.api_cpu_seconds / requests * 1000:6.2f} ms/request  "
+                  f"errors {result.errors}", flush=True)  # fmt: skip
+    cell = CellResult(concurrency, documents, requests)
+    for name, measured in runs.items():
+        cell.sides[name] = summarise(measured, requests, idle[name])
+    cell.throughput_ratio_rounds = ratio_rounds(runs[OURS], runs[THEIRS])
+    return cell
+
+
+@contextmanager
+def both_running(log_dir: Path) -> Iterator[list[tuple[Load, psutil.Process]]]:
+    """Both servers started together (engine start-up is most of the wait), each warmed up."""
+    with ExitStack() as stack:
+        started = [(server, stack.enter_context(running(server, log_dir))) for server in servers()]
+        sides = []
+        for server, process in started:
+            wait_ready(server, process)
+            load = Load(server)
+            asyncio.run(load.run(4, 16, 32))  # first-request costs are not throughput
+            sides.append((load, process))
+        yield sides
 
 
 def main() -> None:
-    model_path = embedded_model_path()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="rounds per cell and side (at least 2, for the spread)",
+    )
+    args = parser.parse_args()  # fmt: skip
+    rounds = max(2, args.rounds)
     log_dir = Path(tempfile.mkdtemp(prefix="kuberank-server-bench-"))
-    port = free_port()
-    ours_url = f"http://127.0.0.1:{port}"
-    token = mint_token(key=BENCH_SECRET, subject="bench", ttl_seconds=3600)
-    ours = bench_server(
-        "kuberank",
-        [sys.executable, "-m", "kuberank_server.commands.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--metrics-port", "0", "--log-level", "warning",
-         "--cpu-kv-cache-bytes", str(KV_CACHE_BYTES), "--max-concurrent-requests", "64"],
-        engine_env() | {"KUBERANK_JWT_SECRET": BENCH_SECRET},
-        ours_url, "/ready", {"Authorization": f"Bearer {token}"}, log_dir,
-    )  # fmt: skip
-    port = free_port()
-    theirs = bench_server(
-        "vllm",
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-         "--runner", "pooling", "--dtype", "float32",
-         "--kv-cache-memory-bytes", str(KV_CACHE_BYTES), "--max-model-len", "256",
-         "--host", "127.0.0.1", "--port", str(port),
-         "--disable-uvicorn-access-log"],
-        engine_env(), f"http://127.0.0.1:{port}", "/health", {}, log_dir,
-    )  # fmt: skip
+    cells: list[CellResult] = []
+    with both_running(log_dir) as sides:
+        peak_rss = {load.server.name: tree_rss_mb(process) for load, process in sides}
+        for concurrency, documents, requests in CELLS:
+            cells.append(bench_cell(sides, concurrency, documents, requests, rounds))
+            for load, process in sides:
+                name = load.server.name
+                peak_rss[name] = max(peak_rss[name], tree_rss_mb(process))
     jwt_verify_us = round(verify_seconds_per_token("HS256") * 1e6, 1)
-    headline = {
-        run.name: next(c for c in run.cells if (c.concurrency, c.documents) == HEADLINE_CELL)
-        for run in (ours, theirs)
-    }
-    ratio = headline["kuberank"].pairs_per_second / headline["vllm"].pairs_per_second
+    print(
+        f"\n| callers x documents | {OURS} pairs/s | {THEIRS} pairs/s | ratio (range) | "
+        f"{OURS} p50 | {THEIRS} p50 | {OURS} API CPU/request | {THEIRS} API CPU/request |"
+    )
+    for cell in cells:
+        a, b = cell.sides[OURS], cell.sides[THEIRS]
+        print(f"| {cell.concurrency} x {cell.documents} | {a.pairs_per_second} | "
+              f"{b.pairs_per_second} | {cell.throughput_ratio} "
+              f"({min(cell.throughput_ratio_rounds)}-{max(cell.throughput_ratio_rounds)}) | "
+              f"{a.p50_ms} ms | {b.p50_ms} ms | {a.api_cpu_seconds_per_request * 1000:.2f} ms | "
+              f"{b.api_cpu_seconds_per_request * 1000:.2f} ms |")  # fmt: skip
     print(f"JWT verification: {jwt_verify_us} us per request; logs in {log_dir}")
+    headline = next(c for c in cells if (c.concurrency, c.documents) == HEADLINE_CELL)
+    worst = min(cells, key=lambda c: c.throughput_ratio)
     print(json.dumps({
         "benchmark": "server",
         "model": "sentence-transformers/all-MiniLM-L6-v2 (embedded, float32, CPU)",
-        "kuberank": {"peak_rss_mb": ours.peak_rss_mb, "cells": [asdict(c) for c in ours.cells]},
-        "vllm": {"peak_rss_mb": theirs.peak_rss_mb, "cells": [asdict(c) for c in theirs.cells]},
+        "rounds": rounds,
+        "order": f"alternating: {OURS}, {THEIRS}, {OURS}, {THEIRS}, ... per cell",
+        "cells": [cell.as_json() for cell in cells],
+        OURS: {"peak_rss_mb": round(peak_rss[OURS], 1)},
+        THEIRS: {"peak_rss_mb": round(peak_rss[THEIRS], 1)},
         "jwt_verify_us_per_request": jwt_verify_us,
-        "server_vs_vllm_throughput": round(ratio, 3),
+        "server_vs_vllm_throughput": headline.throughput_ratio,
+        "worst_cell": {"concurrency": worst.concurrency, "documents": worst.documents,
+                       "throughput_ratio": worst.throughput_ratio,
+                       "throughput_ratio_range": [min(worst.throughput_ratio_rounds),
+                                                  max(worst.throughput_ratio_rounds)]},
     }))  # fmt: skip
 
 

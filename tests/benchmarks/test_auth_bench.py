@@ -26,6 +26,7 @@ def test_api_key_check_time_is_measured_side_by_side_with_jwt() -> None:
 
     assert set(figures) == {
         "auth_check_us_jwt_hs256",
+        "auth_check_us_jwt_hs256_seen",
         "auth_check_us_api_key",
         "auth_check_us_api_key_1000_stored",
         "auth_check_us_api_key_stat_every_request",

@@ -114,3 +114,35 @@ def test_long_texts_fit_exactly_as_tokenizing_all_of_them(
         assert fitted.texts == [text]
     else:
         assert fitted.texts == [text[: whole["offset_mapping"][budget - 1][1]]]
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting its calls (each costs a fraction of a millisecond)."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.calls = 0
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("builder_class", [BiEncoderPrompts, CrossEncoderPrompts])
+def test_query_and_documents_are_tokenized_in_one_call_then_assembled(
+    minilm_tokenizer: object, builder_class: type[BiEncoderPrompts | CrossEncoderPrompts]
+) -> None:
+    counting = CountingTokenizer(minilm_tokenizer)
+    documents = ["use an index", "cache hot rows", "word " * 300]
+    prepared = builder_class(counting, max_model_len=64).prepare(
+        "fast queries", documents, "", GENEROUS
+    )
+
+    # One call fits the query and every document to its budget, one builds the inputs.
+    assert counting.calls == 2
+    assert prepared.truncated_documents == 1
+    reference = builder_class(minilm_tokenizer, max_model_len=64)
+    assert prepared == reference.prepare("fast queries", documents, "", GENEROUS)

@@ -82,23 +82,33 @@ class PromptBuilder(ABC):
         self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
     ) -> PreparedInputs: ...
 
-    def _fit_query(self, query: str, budget: int, limits: TokenLimits) -> Fitted:
-        return self._fit([query], budget, limits.truncate, "query")
+    def _fit_query(
+        self, query: str, budget: int, limits: TokenLimits, heads: Heads | None = None
+    ) -> Fitted:
+        return self._fit([query], budget, limits.truncate, "query", heads)
 
-    def _fit_documents(self, documents: Sequence[str], budget: int, limits: TokenLimits) -> Fitted:
-        return self._fit(documents, budget, limits.truncate, "documents")
+    def _fit_documents(
+        self, documents: Sequence[str], budget: int, limits: TokenLimits, heads: Heads | None = None
+    ) -> Fitted:
+        return self._fit(documents, budget, limits.truncate, "documents", heads)
 
-    def _fit(self, texts: Sequence[str], budget: int, truncate: bool, param: str) -> Fitted:
+    def _fit(
+        self, texts: Sequence[str], budget: int, truncate: bool, param: str,
+        heads: Heads | None = None,
+    ) -> Fitted:  # fmt: skip
+        """`texts` within `budget` tokens each; `heads`: their tokenization, if done already
+        (with a budget at least this one)."""
         if budget < 1:
             raise PayloadTooLargeError(
                 f"the query leaves no room for documents in the model's context "
                 f"({self.max_model_len} tokens)",
                 param="query",
             )
-        all_ids, all_offsets = self._encode_heads(texts, budget)
+        if heads is None:
+            heads = self._encode_heads(texts, [budget] * len(texts))
         fitted = Fitted(texts=[], token_ids=[], truncated=0)
-        for position, (text, ids, offsets) in enumerate(
-            zip(texts, all_ids, all_offsets, strict=True)
+        for position, (text, ids, offsets, head_characters) in enumerate(
+            zip(texts, heads.token_ids, heads.offsets, heads.characters, strict=True)
         ):
             if len(ids) <= budget:
                 fitted.texts.append(text)
@@ -107,7 +117,7 @@ class PromptBuilder(ABC):
             if not truncate:
                 where = param if param == "query" else f"{param}[{position}]"
                 # Only a head of a long text was tokenized: its count is a lower bound.
-                whole = len(text) <= budget * HEAD_CHARACTERS_PER_TOKEN
+                whole = len(text) <= head_characters
                 counted = str(len(ids)) if whole else f"at least {len(ids)}"
                 raise PayloadTooLargeError(
                     f"{where} has {counted} tokens, more than the limit of {budget} "
@@ -119,24 +129,25 @@ class PromptBuilder(ABC):
             fitted.truncated += 1
         return fitted
 
-    def _encode_heads(
-        self, texts: Sequence[str], budget: int
-    ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    def _encode_heads(self, texts: Sequence[str], budgets: Sequence[int]) -> Heads:
         """Token ids and offsets of each text, or of a head of it long enough to hold more
-        than `budget` tokens exactly as the whole text has them. A 2 MB document cut to 256
-        tokens costs the tokenizer a few kilobytes, not half a million tokens of memory."""
-        head_characters = budget * HEAD_CHARACTERS_PER_TOKEN
-        heads = [text[:head_characters] for text in texts]
+        than its budget of tokens exactly as the whole text has them, in one tokenizer call
+        (each call costs a fraction of a millisecond in Python whatever it tokenizes). A 2 MB
+        document cut to 256 tokens costs the tokenizer a few kilobytes, not half a million
+        tokens of memory."""
+        characters = [budget * HEAD_CHARACTERS_PER_TOKEN for budget in budgets]
+        heads = [text[:head] for text, head in zip(texts, characters, strict=True)]
         encoded = self.tokenizer(heads, add_special_tokens=False, return_offsets_mapping=True)
         all_ids, all_offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
         for position, text in enumerate(texts):
-            if len(text) > head_characters and not _head_decides(
-                text, head_characters, all_offsets[position], budget
+            if len(text) > characters[position] and not _head_decides(
+                text, characters[position], all_offsets[position], budgets[position]
             ):
                 whole = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
                 all_ids[position] = whole["input_ids"]
                 all_offsets[position] = whole["offset_mapping"]
-        return all_ids, all_offsets
+                characters[position] = len(text)
+        return Heads(all_ids, all_offsets, characters)
 
 
 def _head_decides(text: str, head_characters: int, offsets: list[tuple[int, int]],
@@ -152,6 +163,22 @@ def _head_decides(text: str, head_characters: int, offsets: list[tuple[int, int]
 # Text beyond this many characters per token of budget is not tokenized when a head decides.
 HEAD_CHARACTERS_PER_TOKEN = 16
 _WORD_START = re.compile(r"\s\S")
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Texts tokenized (no special tokens), each as far as `characters` of it: the ids and
+    the character offsets of its tokens. A budget of fewer tokens than the one a head was cut
+    for is decided by the same head (a word starting after its last token still does)."""
+
+    token_ids: list[list[int]]
+    offsets: list[list[tuple[int, int]]]
+    characters: list[int]
+
+    def part(self, start: int, stop: int | None = None) -> Heads:
+        return Heads(
+            self.token_ids[start:stop], self.offsets[start:stop], self.characters[start:stop]
+        )
 
 
 @dataclass
@@ -170,8 +197,13 @@ class BiEncoderPrompts(PromptBuilder):
         self, query: str, documents: Sequence[str], instruction: str, limits: TokenLimits
     ) -> PreparedInputs:
         room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=False)
-        [query] = self._fit_query(query, min(limits.max_query_tokens, room), limits).texts
-        fitted = self._fit_documents(documents, min(limits.max_document_tokens, room), limits)
+        query_budget = min(limits.max_query_tokens, room)
+        document_budget = min(limits.max_document_tokens, room)
+        heads = self._encode_heads(
+            [query, *documents], [query_budget] + [document_budget] * len(documents)
+        )
+        [query] = self._fit_query(query, query_budget, limits, heads.part(0, 1)).texts
+        fitted = self._fit_documents(documents, document_budget, limits, heads.part(1))
         encoded = self.tokenizer([query, *fitted.texts])["input_ids"]
         return PreparedInputs(
             query=EngineInput(encoded[0]),
@@ -188,12 +220,20 @@ class CrossEncoderPrompts(PromptBuilder):
     ) -> PreparedInputs:
         room = self.max_model_len - self.tokenizer.num_special_tokens_to_add(pair=True)
         # A long query may take at most half the context, so documents keep some room.
-        fitted_query = self._fit_query(query, min(limits.max_query_tokens, room // 2), limits)
+        query_budget = min(limits.max_query_tokens, room // 2)
+        # The documents' budget depends on the query's tokens: their heads are cut for the
+        # most it can be, so that one tokenizer call serves the query and the documents.
+        heads = self._encode_heads(
+            [query, *documents],
+            [query_budget] + [min(limits.max_document_tokens, room)] * len(documents),
+        )
+        fitted_query = self._fit_query(query, query_budget, limits, heads.part(0, 1))
         [query] = fitted_query.texts
         query_tokens = len(fitted_query.token_ids[0])
         fitted = self._fit_documents(
-            documents, min(limits.max_document_tokens, room - query_tokens), limits
-        )
+            documents, min(limits.max_document_tokens, room - query_tokens), limits,
+            heads.part(1),
+        )  # fmt: skip
         encoded = self.tokenizer([query] * len(fitted.texts), fitted.texts)
         segments = encoded.get("token_type_ids")
         inputs = [

@@ -35,6 +35,7 @@ from kuberank_server.observability.metrics import ServerMetrics
 from kuberank_server.observability.startup import StartupPhases
 from kuberank_server.rerank.api_router import router as rerank_router
 from kuberank_server.rerank.serving import RerankScoring, new_request_id
+from kuberank_server.runtime.heap import freeze_startup_heap
 from kuberank_server.runtime.lifecycle import ConcurrencyLimiter, Lifecycle
 from kuberank_server.runtime.settings import ServerSettings
 
@@ -192,6 +193,7 @@ async def _start_serving(
     if not settings.golden_query_check:
         log.warning("golden query check is off: ready as soon as the engine is")
         phases.finish()
+        freeze_startup_heap()
         lifecycle.mark_ready()
         return
     try:
@@ -217,4 +219,5 @@ async def _start_serving(
         return
     log.info("golden query passed (scores %s)", scores.relevance)
     phases.finish()
+    freeze_startup_heap()
     lifecycle.mark_ready()
