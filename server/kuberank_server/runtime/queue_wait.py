@@ -67,6 +67,8 @@ class WorkEstimator:
         # (tokens, busy seconds) of the groups measured in the last `_WINDOW_SECONDS` of busy
         # time, oldest first.
         self._samples: deque[tuple[int, float]] = deque()
+        self._window_tokens = 0  # their sums, kept as they change (asked on every request)
+        self._window_seconds = 0.0
         self.backlog_tokens = 0
         self._clock = clock
         self._jitter = jitter
@@ -111,9 +113,14 @@ class WorkEstimator:
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
         self._samples.append((tokens, busy_seconds))
-        window = sum(seconds for _, seconds in self._samples)
-        while len(self._samples) > 1 and window - self._samples[0][1] >= _WINDOW_SECONDS:
-            window -= self._samples.popleft()[1]
+        self._window_tokens += tokens
+        self._window_seconds += busy_seconds
+        while (
+            len(self._samples) > 1 and self._window_seconds - self._samples[0][1] >= _WINDOW_SECONDS
+        ):
+            old_tokens, old_seconds = self._samples.popleft()
+            self._window_tokens -= old_tokens
+            self._window_seconds -= old_seconds
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -124,8 +131,7 @@ class WorkEstimator:
         self._close_group(now)
         if not self._samples:
             return None
-        tokens = sum(done for done, _ in self._samples)
-        seconds = sum(busy for _, busy in self._samples)
+        tokens, seconds = self._window_tokens, self._window_seconds
         rate = tokens / seconds
         if self._open_since is not None:
             at_best = tokens + self._group_tokens + self.backlog_tokens
