@@ -87,6 +87,7 @@ bench: setup $(CONTROL_PLANE) ## benchmarks: operator on the local control plane
 	$(PY) -m benchmarks.operator_bench
 	$(PY) -m benchmarks.auth_bench
 	$(PY) -m benchmarks.server_bench
+	$(PY) -m benchmarks.server_profile
 	$(PY) -m benchmarks.autoscale_bench
 
 .PHONY: lint

@@ -10,7 +10,7 @@ a layer (json, logging, pydantic) is counted in that layer. The process's own CP
 same load, per request, is split in the layers' shares of the samples: CPU microseconds per
 request, per layer.
 
-py-spy is a separate binary (`pip install py-spy`); set `PY_SPY` to it if it is not on PATH.
+py-spy comes with the dev extra (beside this Python); `PY_SPY` names another binary.
 It samples without pausing the process (`--nonblocking`). The last stdout line is one JSON
 object: per server and cell, the API process's CPU per request and each layer's share of it.
 """
@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -129,7 +130,12 @@ def cpu_us_per_layer(
 
 
 def py_spy() -> str:
-    found = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    beside_python = Path(sys.executable).parent / "py-spy"  # the dev extra installs it there
+    found = (
+        os.environ.get("PY_SPY")
+        or (str(beside_python) if beside_python.exists() else None)
+        or shutil.which("py-spy")
+    )
     if not found:
         raise SystemExit("py-spy not found: `pip install py-spy`, or set PY_SPY to its binary")
     return found
