@@ -246,9 +246,18 @@ def test_the_hpa_controller_scales_the_deployment_on_the_adapters_metrics_up_and
     pod_metrics.set(kube.namespace, first, in_progress=10)
     kube.wait_until(lambda: replicas(kube) == 2, "two replicas", within=90)
     up = time.monotonic() - began
-    # The HPA controller's own account of it: it rescaled, on the adapter's values.
+    # The HPA controller's own account of it: it rescaled, on the adapter's values (its status
+    # is written after the scale, so it may lag the Deployment by a moment).
+    kube.wait_until(
+        lambda: (
+            ((kube.get(AUTOSCALERS, "ranker") or {}).get("status") or {}).get("desiredReplicas")
+            == 2
+        ),
+        "the HPA's status to show two replicas",
+        within=30,
+    )
     hpa = kube.get(AUTOSCALERS, "ranker")
-    assert hpa is not None and hpa["status"]["desiredReplicas"] == 2
+    assert hpa is not None
     conditions = {c["type"]: c for c in hpa["status"]["conditions"]}
     assert conditions["AbleToScale"]["reason"] == "SucceededRescale"
     assert conditions["ScalingActive"]["reason"] == "ValidMetricFound"
