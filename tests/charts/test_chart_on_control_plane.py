@@ -46,6 +46,8 @@ from tests.operator.harness import (
 )
 from tests.operator.real_cluster import RESTRICTED, AuditEntry, AuditLog, Cluster, OperatorProcess
 
+from kuberank_contract import LABEL_MANAGED_BY
+from kuberank_operator.builders.scaled_object import KEDA_MANAGER
 from kuberank_operator.kube import Resource
 
 pytestmark = [pytest.mark.control_plane, pytest.mark.helm]
@@ -116,6 +118,10 @@ def _gone(kube: Cluster, resource: Resource, name: str) -> bool:
     return live is None or "deletionTimestamp" in live["metadata"]
 
 
+def _owners(live: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return list((live or {}).get("metadata", {}).get("ownerReferences") or [])
+
+
 def _drive_every_feature(kube: Cluster, name: str) -> None:
     """Each step needs rules the ones before did not; the children are created by server-side
     apply (a PATCH that creates: `patch` and `create` both checked)."""
@@ -130,12 +136,28 @@ def _drive_every_feature(kube: Cluster, name: str) -> None:
     kube.wait_until(lambda: _ready(kube, name), "Ready", within=60)  # pods watched, status
     kube.delete(SERVICES, name)
     kube.wait_until(lambda: kube.get(SERVICES, name), "the Service put back")
-    # A model cache claim; KEDA's ScaledObject takes over from the HPA.
+    # A model cache claim; KEDA's ScaledObject takes the HPA over, and gives it back.
     spec = {"model": {"cache": {}}, "autoscaling": {"driver": "keda"}}
     kube.patch(RERANKERS, name, {"spec": spec})
     kube.wait_until(lambda: kube.get(CLAIMS, name), "the cache claim")
-    kube.wait_until(lambda: kube.get(SCALED_OBJECTS, name), "the ScaledObject")
-    kube.wait_until(lambda: kube.get(AUTOSCALERS, name) is None, "the HPA handed over")
+    scaled = kube.wait_until(lambda: kube.get(SCALED_OBJECTS, name), "the ScaledObject")
+    # STAND-IN for KEDA's operator (not built here): it makes the HPA the ScaledObject names
+    # its own (tests/operator/test_keda_on_control_plane.py plays the whole update).
+    keda = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": name,
+            "uid": scaled["metadata"]["uid"], "controller": True}  # fmt: skip
+    kube.patch(
+        AUTOSCALERS,
+        name,
+        {"metadata": {"ownerReferences": [keda], "labels": {LABEL_MANAGED_BY: KEDA_MANAGER}}},
+    )
+    kube.patch(RERANKERS, name, {"spec": {"autoscaling": {"driver": "hpa"}}})
+    kube.wait_until(lambda: kube.get(SCALED_OBJECTS, name) is None, "the ScaledObject deleted")
+    kube.wait_until(  # orphaned by the real garbage collector, then adopted by the operator
+        lambda: (
+            [ref["kind"] for ref in _owners(kube.get(AUTOSCALERS, name))] == ["RerankerService"]
+        ),
+        "the HPA taken back",
+    )
     # Every optional child turned off: each deleted by the operator.
     off = {
         "model": {"cache": None},
@@ -145,7 +167,7 @@ def _drive_every_feature(kube: Cluster, name: str) -> None:
         "network": None,
     }
     kube.patch(RERANKERS, name, {"spec": off})
-    for resource in (CLAIMS, SCALED_OBJECTS, SERVICE_MONITORS, CERTIFICATES, NETWORK_POLICIES):
+    for resource in (CLAIMS, AUTOSCALERS, SERVICE_MONITORS, CERTIFICATES, NETWORK_POLICIES):
         kube.wait_until(lambda r=resource: _gone(kube, r, name), f"the {resource.plural} deleted")
     kube.delete(RERANKERS, name)  # the finalizer comes off; the garbage collector follows
     kube.wait_until(lambda: not any(kube.get(r, name) for r in CHILDREN), "children gone", 60)
