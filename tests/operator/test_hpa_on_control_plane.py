@@ -240,7 +240,11 @@ def test_the_hpa_controller_scales_the_deployment_on_the_adapters_metrics_up_and
         "the adapter's value for the pod",
         within=60,
     )
-    assert custom_metric(kube, "kuberank_gpu_utilization") == {first: 10}
+    kube.wait_until(  # its own scrape job (DCGM's), so it may reach the adapter a relist later
+        lambda: custom_metric(kube, "kuberank_gpu_utilization") == {first: 10},
+        "the adapter's GPU utilization for the pod",
+        within=60,
+    )
     # Load: 10 requests in progress on the one pod, target 4 per pod: ceil(10 / 4) = 3 > max 2.
     began = time.monotonic()
     pod_metrics.set(kube.namespace, first, in_progress=10)
