@@ -44,7 +44,14 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.server_bench import engine_env, free_port, running, tree_rss_mb, wait_ready
+from benchmarks.server_bench import (
+    Server,
+    engine_env,
+    free_port,
+    running,
+    tree_rss_mb,
+    wait_ready,
+)
 from kuberank_contract import DEFAULT_MAX_REQUEST_TOKENS
 from kuberank_server.auth.tokens import mint_token
 
@@ -192,17 +199,19 @@ RETRY_CALLERS, RETRY_SECONDS = 150, 45
 FLOOD_CONNECTIONS, FLOOD_SECONDS, FLOOD_RESEND_SECONDS, FLOOD_REAL_REQUESTS = 1030, 32, 3.0, 10
 
 
-def server_command(tree: Path | None, port: int) -> tuple[list[str], dict[str, str]]:
-    """`kuberank-server serve` from this checkout, or from the source tree `tree`."""
+def probe_server(name: str, tree: Path | None) -> Server:
+    """`kuberank-server serve` from this checkout, or from the source tree `tree`, on a free
+    port (its log: `<name>.log` in the directory `running` is given)."""
     env = engine_env() | {"KUBERANK_JWT_SECRET": SECRET}
     module = "kuberank_server.commands.cli"
     if tree is not None:
         env["PYTHONPATH"] = f"{tree / 'contract'}:{tree / 'server'}"
         if (tree / "server" / "kuberank_server" / "cli.py").exists():  # before the restructure
             module = "kuberank_server.cli"
+    port = free_port()
     command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "0", "--log-level", "warning"]  # fmt: skip
-    return command, env
+    return Server(name, command, env, f"http://127.0.0.1:{port}", "/ready", probe_headers())
 
 
 def probe_headers() -> dict[str, str]:
@@ -389,23 +398,20 @@ def round_two(tree: Path | None, workdir: Path, phases: set[str]) -> dict[str, A
     name = "baseline" if tree else "current"
     results: dict[str, Any] = {}
 
-    def start() -> tuple[list[str], dict[str, str], str]:
-        port = free_port()
-        return (*server_command(tree, port), f"http://127.0.0.1:{port}")
-
     def report(phase: str, figures: dict[str, Any]) -> None:
         results[phase] = figures
         print(json.dumps({name: {phase: figures}}), flush=True)
 
     if "drain" in phases:
-        command, env, url = start()
-        with running(command, env, workdir / f"{name}-drain.log") as process:
-            wait_ready(url, "/ready", process, workdir / f"{name}-drain.log")
-            report("drain", asyncio.run(drain(process, url)))
+        server = probe_server(f"{name}-drain", tree)
+        with running(server, workdir) as process:
+            wait_ready(server, process)
+            report("drain", asyncio.run(drain(process, server.url)))
     if phases - {"drain"}:
-        command, env, url = start()
-        with running(command, env, workdir / f"{name}.log") as process:
-            wait_ready(url, "/ready", process, workdir / f"{name}.log")
+        server = probe_server(name, tree)
+        url = server.url
+        with running(server, workdir) as process:
+            wait_ready(server, process)
             if "abandoned" in phases:
                 report("abandoned", abandoned(process, url))
             if "retries" in phases:
@@ -440,13 +446,11 @@ def main() -> int:
 
 
 def round_one(workdir: Path) -> dict[str, Any]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command, env = server_command(None, port)
-    headers = probe_headers()
+    server = probe_server("server", None)
+    url, headers = server.url, server.headers
     results: dict[str, Any] = {}
-    with running(command, env, workdir / "server.log") as process:
-        wait_ready(url, "/ready", process, workdir / "server.log")
+    with running(server, workdir) as process:
+        wait_ready(server, process)
         results["memory"] = memory(process, url, headers)
         print(json.dumps({"memory": results["memory"]}), flush=True)
         results["worst_request"] = worst_requests(process, url, headers)

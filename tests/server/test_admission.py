@@ -131,7 +131,7 @@ def test_with_nothing_measured_the_count_caps_alone_apply() -> None:
     assert work.tokens_per_second is None  # more may finish with it: not measured yet
     clock.now += 0.5
     work.finished(16_000, completed=True)
-    clock.now += 1  # the third does not come within a tenth of the 6.5 s
+    clock.now += 1  # nothing more within a tenth of the 6 s to the first finish: measured
     assert work.tokens_per_second == pytest.approx(32_000 / 6.5)
     work.accepted(16_000)
     assert not work.admit(16_000, max_wait_seconds=1, drain_seconds=1).admitted
@@ -156,12 +156,33 @@ def test_requests_scored_together_are_measured_together() -> None:
     for _ in range(5):
         clock.now += 0.01
         work.finished(1_000, completed=True)
-    clock.now += 0.31  # past a tenth of the 3.05 s the group measures: it is closed
+    clock.now += 0.31  # past a tenth of the 3 s to its first finish: the group is measured
     assert work.tokens_per_second == pytest.approx(6_100 / 3.15)
     # A later finish, after work of its own, is measured apart.
     clock.now += 0.19
     work.finished(1_000, completed=True)
     assert work.tokens_per_second == pytest.approx(7_100 / 3.65)
+
+
+def test_a_steady_stream_of_finishes_is_measured_as_it_goes() -> None:
+    """A fresh pod under load: the first finish after 2 s, then one every 0.1 s for as long as
+    the load lasts. The stream is measured while it flows, not held as one open group."""
+    clock = Clock()
+    work = WorkEstimator(clock=clock, jitter=lambda: 0.0)
+    for _ in range(40):
+        work.accepted(100)
+    clock.now += 2
+    work.finished(100, completed=True)
+    rates = []
+    for _ in range(20):
+        work.accepted(100)  # callers keep the backlog up
+        clock.now += 0.1
+        work.finished(100, completed=True)
+        rates.append(work.tokens_per_second)
+    assert rates[-1] is not None
+    # 1,000 tokens/s since the first finish: the estimate rises towards it as the stream flows.
+    measured = [rate for rate in rates if rate is not None]
+    assert measured == sorted(measured) and measured[-1] > 2 * measured[0]
 
 
 def test_a_stalled_engine_lowers_the_throughput_at_once() -> None:

@@ -8,9 +8,10 @@ load of the moment is accounted for. Finishes close together are measured as one
 batching engine finishes the requests it scored together one by one within moments, and the
 first alone would be credited the whole batch's time (understating the engine as many times
 as the batch had requests); a serial engine's finishes, spaced by each one's work, stay
-apart. Until the first group is measured only the request-count caps apply (a guess, such as
-the tiny golden query's rate, would book refused callers' turns far too late); the drain
-still cuts what it cannot finish.
+apart, and a group closes a tenth of its span after its first finish, so a steady stream of
+finishes is measured as it goes. Until the first group is measured only the request-count
+caps apply (a guess, such as the tiny golden query's rate, would book refused callers' turns
+far too late); the drain still cuts what it cannot finish.
 
 A refused caller gets a `Retry-After` that books it a turn: the time at which the backlog will
 have drained enough for its work to fit, after every caller refused before it (their turns
@@ -34,8 +35,10 @@ _WINDOW_SECONDS = 10.0
 # A turn is claimed by the first request arriving within this long after its caller was told
 # to come back; one not claimed by then is given up (its caller went elsewhere).
 _CLAIM_SECONDS = 0.5
-# A finish joins the group of the previous one if it comes within this fraction of the busy
-# time the group measures; otherwise the group is closed and measured.
+# A finish joins the open group if it comes within this fraction of the busy time to the
+# group's first finish, counted from that finish; later, the group is closed and measured. A
+# batch's finishes come within moments; the bound keeps a steady stream from holding a group
+# open (and the estimate unchanged) for as long as the load lasts.
 _GROUP_GAP_FRACTION = 0.1
 # Retry-After is stretched by up to this fraction, so that equal waits do not return together.
 _JITTER_FRACTION = 0.1
@@ -75,9 +78,11 @@ class WorkEstimator:
         # Start of the busy time not measured yet (the last group's end, or when the pod
         # became busy); None while idle.
         self._open_since: float | None = None
-        # The open group of finishes: its tokens and its last finish (None: no group open).
+        # The open group of finishes: its tokens, its first and its last finish (None: no
+        # group open).
         self._group_tokens = 0
-        self._group_last_finish: float | None = None
+        self._group_first_finish: float | None = None
+        self._group_last_finish = 0.0
         self.turns: deque[Turn] = deque()
 
     # --- the backlog ----------------------------------------------------------------------------
@@ -93,6 +98,8 @@ class WorkEstimator:
         self.backlog_tokens = max(0, self.backlog_tokens - tokens)
         if completed:
             self._group_tokens += tokens
+            if self._group_first_finish is None:
+                self._group_first_finish = now
             self._group_last_finish = now
         if self.backlog_tokens == 0:  # idle: nothing else can finish with this group
             self._close_group(math.inf)
@@ -100,15 +107,16 @@ class WorkEstimator:
 
     def _close_group(self, now: float) -> None:
         """Measure the open group if nothing has joined it for long enough by `now`."""
-        if self._group_last_finish is None or self._open_since is None:
+        first = self._group_first_finish
+        if first is None or self._open_since is None:
+            return
+        if now - first <= _GROUP_GAP_FRACTION * (first - self._open_since):
             return
         measured = self._group_last_finish - self._open_since
-        if now - self._group_last_finish <= _GROUP_GAP_FRACTION * measured:
-            return
         if measured > 0:
             self.observe(self._group_tokens, measured)
         self._open_since = self._group_last_finish
-        self._group_tokens, self._group_last_finish = 0, None
+        self._group_tokens, self._group_first_finish = 0, None
 
     def observe(self, tokens: int, busy_seconds: float) -> None:
         """The engine did `tokens` of work in `busy_seconds`."""
