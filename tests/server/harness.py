@@ -74,14 +74,21 @@ async def serving_over_tcp(scorer: Scorer, **overrides: Any) -> AsyncIterator[tu
         log_level="warning",
         http=app.state.connection_recycler.protocol(),
     )
-    server = uvicorn.Server(config)
+    async with started(uvicorn.Server(config), app):
+        yield app, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def started(server: uvicorn.Server, app: FastAPI) -> AsyncIterator[uvicorn.Server]:
+    """`server` serving `app` in this event loop, listening and past start-up, until the block
+    ends."""
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(60):
             while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, no event)
                 await asyncio.sleep(0.01)
         await wait_out_startup(app)
-        yield app, f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.should_exit = True
         await task

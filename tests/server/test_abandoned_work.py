@@ -20,7 +20,7 @@ from tests.server.harness import (
     SEED_QUERY,
     auth_headers,
     server_settings,
-    wait_out_startup,
+    started,
 )
 from tests.support import free_port
 
@@ -55,16 +55,8 @@ async def draining_server(
     app = create_app(settings, scorer=scorer)
     config = api_server_config(app, settings, protocol=app.state.connection_recycler.protocol)
     server = DrainingServer(config, app.state.lifecycle, drain_seconds)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(60):
-            while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, no event)
-                await asyncio.sleep(0.01)
-        await wait_out_startup(app)
+    async with started(server, app):
         yield app, server, f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_client_that_goes_away_has_its_engine_work_aborted_within_a_second(
