@@ -134,10 +134,8 @@ async def overload(url: str, headers: dict[str, str]) -> dict[str, Any]:
             sent = 0
             while time.monotonic() < stop_at:
                 sent += 1
-                documents = [f"{SENTENCES[i % 4]} (caller {number}, request {sent}, doc {i})"
-                             for i in range(16)]  # fmt: skip
+                body = caller_body(number, sent)
                 started = time.monotonic()
-                body = {"query": QUERY, "documents": documents}
                 response = await client.post("/v1/rerank", json=body)
                 elapsed = time.monotonic() - started
                 if response.status_code == 200:
@@ -212,6 +210,13 @@ def probe_server(name: str, tree: Path | None) -> Server:
     command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "0", "--log-level", "warning"]  # fmt: skip
     return Server(name, command, env, f"http://127.0.0.1:{port}", "/ready", probe_headers())
+
+
+def caller_body(number: int, sent: int) -> dict[str, Any]:
+    """A load caller's request: 16 documents, distinct per caller and request."""
+    documents = [f"{SENTENCES[i % 4]} (caller {number}, request {sent}, doc {i})"
+                 for i in range(16)]  # fmt: skip
+    return {"query": QUERY, "documents": documents}
 
 
 def probe_headers() -> dict[str, str]:
@@ -307,10 +312,8 @@ async def retries(url: str) -> dict[str, Any]:
             sent, retrying = 0, False
             while time.monotonic() < stop_at:
                 sent += 1
-                documents = [f"{SENTENCES[i % 4]} (caller {number}, request {sent}, doc {i})"
-                             for i in range(16)]  # fmt: skip
+                body = caller_body(number, sent)
                 started = time.monotonic()
-                body = {"query": QUERY, "documents": documents}
                 try:
                     response = await client.post("/v1/rerank", json=body)
                 except httpx.TransportError:  # past the client's timeout
