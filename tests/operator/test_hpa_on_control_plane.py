@@ -12,21 +12,14 @@ shows a real kuberank-server's own gauge reaching the same adapter query.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from scripts.control_plane import build
+from scripts.control_plane import autoscaling_stack
 from scripts.control_plane.cluster import ControlPlane, free_port
 from tests.charts.adapter_stand_in import shipped_adapter_rules
 from tests.charts.test_prometheus_live import RULES_FILE, Prometheus
@@ -35,9 +28,6 @@ from tests.operator.real_cluster import Cluster
 from tests.operator.test_operator_on_control_plane import is_ready, pods
 
 pytestmark = [pytest.mark.control_plane, pytest.mark.prometheus]
-CUSTOM_METRICS = "custom.metrics.k8s.io"
-# The HPA controller asks for v1beta2; kubectl and older clients for v1beta1.
-CUSTOM_METRICS_VERSIONS = ("v1beta1", "v1beta2")
 DCGM_EXPORTER_POD = "dcgm-exporter-node1"
 
 
@@ -84,20 +74,6 @@ def _scrape_config(metrics: PodMetrics) -> dict[str, Any]:
     }
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, f"exited; see {log}"
-        try:
-            # The adapter's self-signed serving certificate: nothing to verify it with.
-            if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"not ready; see {log}"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def pod_metrics() -> Iterator[PodMetrics]:
     registry = CollectorRegistry()
@@ -122,27 +98,12 @@ def pod_metrics() -> Iterator[PodMetrics]:
 def prometheus(
     pod_metrics: PodMetrics, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: `make tools` installs Debian's prometheus package"
     workdir = tmp_path_factory.mktemp("prometheus-hpa")
-    config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(_scrape_config(pod_metrics)))
-    port = free_port()
-    process = control_plane.add_process(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-    )
-    url = f"http://127.0.0.1:{port}"
+    url = autoscaling_stack.start_prometheus(control_plane, workdir, _scrape_config(pod_metrics))
     try:
-        _wait_ready(f"{url}/-/ready", process, control_plane.logs / "prometheus.log")
         yield Prometheus(url)
     finally:
-        control_plane.stop_process("prometheus")
+        control_plane.stop_process(autoscaling_stack.PROMETHEUS)
 
 
 @pytest.fixture(scope="module")
@@ -151,59 +112,23 @@ def prometheus_adapter(
 ) -> Iterator[ControlPlane]:
     """prometheus-adapter (built by `build --autoscalers prometheus-adapter`) with the rules
     the monitoring chart ships, serving custom.metrics.k8s.io through the aggregator."""
-    problem = build.autoscaler_missing("prometheus-adapter")
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem}: run `make autoscalers`")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scripts.control_plane.build",
-                "--autoscalers",
-                "prometheus-adapter",
-            ],
-            check=True,
-            cwd=build.ROOT,
-        )
-    workdir = tmp_path_factory.mktemp("prometheus-adapter")
-    config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump({"rules": shipped_adapter_rules()}))
-    port = free_port()
-    kubeconfig = str(control_plane.kubeconfig)
-    process = control_plane.add_process(
-        "prometheus-adapter",
-        [
-            str(build.AUTOSCALERS_BIN / "prometheus-adapter"),
-            f"--secure-port={port}",
-            "--bind-address=127.0.0.1",
-            f"--cert-dir={workdir / 'certs'}",
-            f"--lister-kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            f"--prometheus-url={prometheus.url}/",
-            f"--config={config}",
-            # Series are discovered at this interval (default 10 minutes).
-            "--metrics-relist-interval=5s",
-            "--v=2",
-        ],
+    autoscaling_stack.start_prometheus_adapter(
+        control_plane,
+        tmp_path_factory.mktemp("prometheus-adapter"),
+        prometheus.url,
+        shipped_adapter_rules(),
+        relist_interval="5s",  # series discovered this often (the binary's default: 10 min)
     )
     try:
-        _wait_ready(
-            f"https://127.0.0.1:{port}/healthz",
-            process,
-            control_plane.logs / "prometheus-adapter.log",
-        )
-        control_plane.register_aggregated_api(CUSTOM_METRICS, CUSTOM_METRICS_VERSIONS, port)
         yield control_plane
     finally:
-        control_plane.remove_aggregated_api(CUSTOM_METRICS, CUSTOM_METRICS_VERSIONS)
-        control_plane.stop_process("prometheus-adapter")
+        autoscaling_stack.stop_prometheus_adapter(control_plane)
 
 
 def custom_metric(kube: Cluster, metric: str) -> dict[str, float]:
     """What custom.metrics.k8s.io (the adapter, through the aggregator) says per pod."""
-    path = f"/apis/{CUSTOM_METRICS}/v1beta2/namespaces/{kube.namespace}/pods/*/{metric}"
+    api = f"/apis/{autoscaling_stack.CUSTOM_METRICS}/v1beta2"
+    path = f"{api}/namespaces/{kube.namespace}/pods/*/{metric}"
     response = kube.http.get(path)
     if response.status_code != 200:
         return {}
