@@ -53,8 +53,10 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 START_TIMEOUT_SECONDS = 60.0
 # kube-controller-manager's controllers that a cluster of fake nodes needs (volumes, jobs,
-# endpoints... stay off: nothing here uses them). The node lifecycle controller lifts the
-# not-ready taint the API server puts on every new node once kwok reports it Ready.
+# the legacy Endpoints... stay off: nothing here uses them). The node lifecycle controller lifts
+# the not-ready taint the API server puts on every new node once kwok reports it Ready; the
+# EndpointSlices are what the autoscaling benchmark's kube-proxy stand-in and Prometheus read,
+# and its model cache is a claim bound to a volume (the binder; protection lets both go).
 CONTROLLERS = (
     "node-lifecycle-controller",
     "serviceaccount-token-controller",
@@ -64,6 +66,10 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "replicaset-controller",
     "deployment-controller",
+    "endpointslice-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
     "horizontal-pod-autoscaler-controller",
     "disruption-controller",
 )
@@ -563,6 +569,14 @@ class ControlPlane:
 
     def client(self, user: str = "admin", **kwargs: Any) -> httpx.Client:
         return httpx.Client(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {self.users[user].token}"},
+            verify=ssl.create_default_context(cafile=str(self.pki.ca_cert)),
+            **kwargs,
+        )
+
+    def async_client(self, user: str = "admin", **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=self.server,
             headers={"Authorization": f"Bearer {self.users[user].token}"},
             verify=ssl.create_default_context(cafile=str(self.pki.ca_cert)),
