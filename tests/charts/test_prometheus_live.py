@@ -13,14 +13,12 @@ and both prometheus-adapter queries (rendered with the adapter's template semant
 return series for the right pod, and the adapter's GPU value for a pod at 90 % on two GPUs
 must be 90, what the HPA compares with targetGPUUtilization. While callers hold requests
 open on the server, the adapter's kuberank_requests_in_progress for the pod is the server's
-own gauge, about the number of callers, and the HPA algorithm (benchmarks.hpa_standin, the
-documented formula) turns it into the replica count the operator's HPA asks for.
+own gauge, about the number of callers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -34,7 +32,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from benchmarks.hpa_standin import HorizontalPodAutoscaler
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tests.charts.adapter_stand_in import render_adapter_query, shipped_adapter_rules
 from tests.charts.rendering import MONITORING_CHART
@@ -479,42 +476,11 @@ def test_adapter_in_progress_is_the_servers_gauge_and_rises_with_callers(
     assert float(waiting["value"][1]) == 0
 
 
-def test_hpa_arithmetic_on_the_adapters_value(under_load: UnderLoad) -> None:
-    """The HPA the operator builds for a CPU service with targetConcurrency 2, fed the
-    adapter's value for its one pod: desiredReplicas = ceil(1 x value / 2) = 3 (5 or 6
-    callers' requests in progress), which the stand-in HPA computes as the controller does."""
-    from kuberank_operator.builders.autoscaler import build_autoscaler
-    from kuberank_operator.builders.common import Owner
-    from kuberank_operator.spec import parse_spec
-
-    spec = parse_spec(
-        {
-            "model": {"name": "m"},
-            "auth": {"mode": "disabled"},
-            "resources": {"gpu": 0},
-            "autoscaling": {"targetConcurrency": 2, "maxReplicas": 4},
-        }
-    )
-    hpa_spec = build_autoscaler(Owner(SERVICE, NAMESPACE, "uid-1"), spec)["spec"]
-    targets = {
-        metric["pods"]["metric"]["name"]: float(metric["pods"]["target"]["averageValue"])
-        for metric in hpa_spec["metrics"]
-    }
-    assert targets == {"kuberank_requests_in_progress": 2.0}
-    rule = _adapter_rule("kuberank_requests_in_progress")
-    (series,) = under_load.query(render_adapter_query(rule, NAMESPACE, [RERANKER_POD]))
-    value = float(series["value"][1])
-    hpa = HorizontalPodAutoscaler(
-        min_replicas=hpa_spec["minReplicas"],
-        max_replicas=hpa_spec["maxReplicas"],
-        targets=targets,
-        scale_down_stabilization_seconds=hpa_spec["behavior"]["scaleDown"][
-            "stabilizationWindowSeconds"
-        ],
-    )
-    desired = hpa.desired_replicas(0, 1, {"kuberank_requests_in_progress": {RERANKER_POD: value}})
-    assert desired == math.ceil(1 * value / 2) == 3
-    # The recorded average the alert compares with the HPA's target (from kube-state-metrics)
+def test_the_alerts_average_and_target_follow_the_callers(under_load: UnderLoad) -> None:
+    """KuberankConcurrencyAboveTarget compares these two recorded series: the pods' average
+    requests in progress (5 or 6 callers' requests on the one pod) and the HPA's target
+    (from kube-state-metrics). The HPA controller itself reads the adapter's value in
+    tests/operator/test_hpa_on_control_plane.py and benchmarks/autoscale_bench.py."""
     (average,) = under_load.query(f'kuberank:requests_in_progress:avg{{service="{SERVICE}"}}')
     (target,) = under_load.query(f'kuberank:requests_in_progress:hpa_target{{service="{SERVICE}"}}')
     assert CALLERS - 1 <= float(average["value"][1]) <= CALLERS
