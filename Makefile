@@ -83,7 +83,7 @@ cluster: setup $(CONTROL_PLANE) ## a local Kubernetes control plane with fake GP
 	$(PY) -m scripts.control_plane.cluster
 
 .PHONY: bench
-bench: setup $(CONTROL_PLANE) ## benchmarks: operator on the local control plane, JWT verification, our server vs vllm serve, autoscaling (JSON last line)
+bench: setup tools $(CONTROL_PLANE) $(ADAPTER) ## benchmarks: operator on the local control plane, JWT verification, our server vs vllm serve, autoscaling on the local control plane (JSON last line)
 	$(PY) -m benchmarks.operator_bench
 	$(PY) -m benchmarks.auth_bench
 	$(PY) -m benchmarks.server_bench

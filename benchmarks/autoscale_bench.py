@@ -1,80 +1,114 @@
-"""Autoscaling under real traffic, connection recycling on and off:
-`python -m benchmarks.autoscale_bench`.
+"""Autoscaling under real traffic on the real control plane, per driver, connection recycling
+on and off: `python -m benchmarks.autoscale_bench`.
 
-What is real: kuberank server processes (`kuberank-server serve`, CPU, the embedded MiniLM,
-auth disabled, settings passed as the operator's `KUBERANK_*` env), their own
-`kuberank_requests_in_progress` and `kuberank_requests_total` read from their metrics ports,
-SIGTERM drains, callers with keep-alive connection pools (httpx, as internal services call).
-What stands in for the cluster, each named so below:
-- `KubeProxyStandIn`: a TCP proxy on loopback that picks a ready backend at random for each
-  new *connection*, as kube-proxy's iptables/IPVS rules do; it never looks at requests.
-- `ReplicaSetStandIn`: starts a server process per replica, adds it to the proxy's endpoints
-  once `/ready` answers 200 (kubelet's readiness probe and the endpoints controller), and
-  removes one by taking it out of the endpoints, waiting the operator's preStop sleep, then
-  SIGTERM (the drain), as a pod deletion does. Scale-down removes the newest pod first, as
-  the ReplicaSet controller prefers.
-- `benchmarks.hpa_standin.HorizontalPodAutoscaler`: the HPA's documented algorithm
-  (desired = ceil(current x metric / target), 10 % tolerance, scale-down stabilization),
-  fed every sync period with each pod's own gauge, scraped directly (where a cluster has
-  Prometheus and prometheus-adapter in between; tests/charts proves that wire).
+What is real: the control plane of scripts/control_plane (kube-apiserver; the Deployment,
+ReplicaSet, EndpointSlice and HPA controllers of kube-controller-manager at their default
+settings, the HPA's 15 s sync included; kube-scheduler), the operator (`kuberank_operator.cli`,
+driver hpa) writing the Deployment, Service, ServiceMonitor and HPA from a CPU RerankerService,
+Prometheus scraping the pods as the operator's ServiceMonitor asks, prometheus-adapter v0.12.0
+built from its Go module with the monitoring chart's rules serving custom.metrics.k8s.io, and
+`kuberank-server` processes (the embedded MiniLM, one core each) run from the Deployment's own
+pod template, its env and probes. Callers are closed loops with keep-alive pools (httpx, as
+internal services call).
 
-The clock is compressed to fit about ten minutes on a 2-core machine: HPA sync every 3 s
-(15 s in Kubernetes), a 20 s scale-down window (the CR's default is 300 s), connections
-recycled after 10 s (spec.traffic's default is 60 s) and a target of 4 requests in progress
-per pod (16 by default; one CPU pod saturates early). maxReplicas is 2.
+STAND-INS, each named in the code:
+- benchmarks.cluster_standins.KubeletStandIn: the node's kubelet and container runtime (and the
+  pod network: loopback ports);
+- benchmarks.cluster_standins.KubeProxyStandIn: the Service, per connection, over its
+  EndpointSlices;
+- benchmarks.cluster_standins.PrometheusOperatorStandIn: prometheus-operator and Prometheus'
+  Kubernetes discovery, turning the operator's ServiceMonitor into the scrape job and the
+  targets (from the EndpointSlices) it would give Prometheus.
+Driver keda is not run: KEDA's operator and metrics server do not build within 20 minutes on
+these machines (README, Autoscaling); the JSON says so.
 
-Per mode, a step load: LOW_CALLERS closed-loop callers, then HIGH_CALLERS (above one pod's
-target), held until the new pod has served SHARE_WINDOW_SECONDS, then LOW_CALLERS again
-through the scale-down. Reported per mode:
+The RerankerService: target 4 requests in progress per pod (16 by default; one CPU pod
+saturates early), maxReplicas 2 (the node has two cores), a 20 s scale-down window (300 s by
+default), a 5 s scrape interval (15 s by default), connections recycled after 10 s in mode
+recycling_on (60 s by default). prometheus-adapter relists its series every minute, its chart's
+default.
+
+Per mode, a step load: LOW_CALLERS closed-loop callers once the HPA reads its metric
+(ScalingActive), then HIGH_CALLERS (above one pod's target) until the new pod has served
+SHARE_WINDOW_SECONDS, then LOW_CALLERS again until the HPA has removed it. Reported per mode:
+- desired_replicas_seconds: load step to the Deployment's replicas set to 2 by the HPA;
+- first_answer_seconds: load step to the new pod's first answer through the Service;
 - new_replica_share: the new pod's share of the API requests answered in the
   SHARE_WINDOW_SECONDS after it turned ready (each pod's own kuberank_requests_total);
-- scale_out_seconds: from the load step to the new pod in the proxy's endpoints;
-- replicas_over_time: [seconds since the load started, replicas, ready replicas] at each
-  change, and scale_downs_in_low_phase;
+- scale_in_seconds: load back down to the Deployment's replicas set to 1;
+- replicas_over_time: [seconds since the first pod was ready, spec.replicas, readyReplicas];
 - failed_requests: answers other than 200 and transport errors, across the whole mode.
-The last stdout line is one JSON object with those four keys, each by mode, plus details.
+The last stdout line is one JSON object: those keys by driver and mode, plus details.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
-import random
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import free_port
+from scripts.control_plane import autoscaling_stack
+from scripts.control_plane.cluster import ControlPlane, User
+from scripts.upstream_crds import SERVICE_MONITOR
+from tests.charts.adapter_stand_in import shipped_adapter_rules
+from tests.control_plane import OPERATOR_USER
+from tests.operator.harness import (
+    AUTOSCALERS,
+    CRD_PATH,
+    DEPLOYMENTS,
+    RERANKERS,
+    SERVICE_MONITORS,
+)
+from tests.operator.real_cluster import OperatorProcess
 
-from benchmarks.hpa_standin import HorizontalPodAutoscaler
+import kuberank_operator
+from benchmarks.cluster_standins import (
+    KubeletStandIn,
+    KubeProxyStandIn,
+    PrometheusOperatorStandIn,
+)
 from benchmarks.server_bench import SENTENCES
-from kuberank_operator.autoscaling_metrics import REQUESTS_IN_PROGRESS
-from kuberank_operator.builders.deployment import PRE_STOP_SLEEP_SECONDS
+from kuberank_contract import METRICS_PORT
 
-CONCURRENCY_METRIC = REQUESTS_IN_PROGRESS.name
 LOG_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "autoscale_bench"
+CPU_SAMPLE = Path(kuberank_operator.__file__).parent / "samples" / "cpu.yaml"
+NAMESPACE = "bench"
+NODE = "cpu-node-1"
 RERANK_ROUTE = "/v1/rerank"
 
-# The compressed clock (see the module docstring).
+# The RerankerService (see the module docstring).
 TARGET_CONCURRENCY = 4
 MIN_REPLICAS, MAX_REPLICAS = 1, 2
-SYNC_SECONDS = 3.0
-SCALE_DOWN_STABILIZATION_SECONDS = 20.0
+SCALE_DOWN_STABILIZATION_SECONDS = 20
+SCRAPE_INTERVAL = "5s"
+ADAPTER_RELIST_INTERVAL = "1m"  # the prometheus-adapter chart's metricsRelistInterval
+DRAIN_TIMEOUT_SECONDS = 20
+# spec.model.cache: a claim the real binder binds to a hostPath volume the bench makes per mode.
+CACHE_SIZE = "1Gi"
+CACHE_STORAGE_CLASS = "bench-hostpath"
 MODES = {
     # spec.traffic: (maxRequestsPerConnection, maxConnectionAgeSeconds); 0 turns one off.
     "recycling_on": (1000, 10),
     "recycling_off": (0, 0),
 }
-DRAIN_TIMEOUT_SECONDS = 20
+KEDA_NOT_RUN = (
+    "not run: KEDA's operator and metrics server did not build from KEDA's Go module within"
+    " 20 minutes on these 2-core machines (README, Autoscaling); its CRD is proven on the API"
+    " server and its queries on Prometheus"
+)
 
 # The load.
 LOW_CALLERS, HIGH_CALLERS = 2, 12
@@ -82,8 +116,8 @@ CALLING_SERVICES = 3  # callers share this many httpx clients (connection pools)
 DOCUMENTS_PER_REQUEST = 8
 LOW_SECONDS = 15.0
 SHARE_WINDOW_SECONDS = 30.0
-LOW_AFTER_SECONDS = 45.0
 READY_TIMEOUT_SECONDS = 600.0  # engine start is ~35 s alone, minutes on a busy machine
+SCALE_IN_TIMEOUT_SECONDS = 300.0
 REQUEST_TIMEOUT_SECONDS = 60.0
 
 
@@ -91,180 +125,119 @@ def log(message: str) -> None:
     print(f"[autoscale_bench] {message}", flush=True)
 
 
+def cpu_sample_model() -> dict[str, Any]:
+    """spec.model of the CPU sample RerankerService: the server image's embedded MiniLM."""
+    sample = yaml.safe_load(CPU_SAMPLE.read_text())
+    return dict(sample["spec"]["model"])
+
+
+def reranker_service(name: str, mode: str) -> dict[str, Any]:
+    max_requests, max_age = MODES[mode]
+    return {
+        "apiVersion": "kuberank.io/v1alpha1",
+        "kind": "RerankerService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                **cpu_sample_model(),
+                # The compile cache on it: a new pod loads what the first compiled.
+                "cache": {"size": CACHE_SIZE, "storageClassName": CACHE_STORAGE_CLASS},
+            },
+            "resources": {"gpu": 0, "cpu": "1", "memory": "4Gi"},
+            "auth": {"mode": "disabled"},
+            "autoscaling": {
+                "driver": "hpa",
+                "minReplicas": MIN_REPLICAS,
+                "maxReplicas": MAX_REPLICAS,
+                "targetConcurrency": TARGET_CONCURRENCY,
+                "scaleDownStabilizationSeconds": SCALE_DOWN_STABILIZATION_SECONDS,
+            },
+            "traffic": {
+                "maxRequestsPerConnection": max_requests,
+                "maxConnectionAgeSeconds": max_age,
+            },
+            "monitoring": {"interval": SCRAPE_INTERVAL},
+        },
+    }
+
+
 @dataclass
-class Pod:
-    name: str
-    port: int
-    metrics_port: int
-    process: asyncio.subprocess.Process
-    created_at: float
-    ready_at: float | None = None
+class Bench:
+    cp: ControlPlane
+    api: httpx.AsyncClient
+    kubelet: KubeletStandIn
+    workdir: Path  # the control plane's, Prometheus' and the volumes' files
+    log_dir: Path
+    # The stand-ins and watchers running beside the steps: a failure in one ends the run.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self.background.add(task)
+        return task
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        self.background.discard(task)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def prometheus_dir(self) -> Path:
+        return self.workdir / "prometheus"
 
-    async def scrape(self, client: httpx.AsyncClient) -> dict[str, float] | None:
-        """This pod's in-progress gauge and answered API requests; None when its metrics
-        port does not answer (still starting)."""
-        try:
-            response = await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")
-        except httpx.TransportError:
+    async def get(self, path: str) -> dict[str, Any] | None:
+        response = await self.api.get(path)
+        if response.status_code == 404:
             return None
-        if response.status_code != 200:
-            return None
-        values = {"in_progress": 0.0, "answered": 0.0}
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == CONCURRENCY_METRIC:
-                    values["in_progress"] = sample.value
-                elif (
-                    sample.name == "kuberank_requests_total"
-                    and sample.labels.get("route") == RERANK_ROUTE
-                ):
-                    values["answered"] += sample.value
-        return values
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def wait(self, condition: Callable[[], Any], what: str, within: float) -> Any:
+        """Until `condition()` (or what it returns, when awaitable) is true; returns it."""
+        deadline = time.monotonic() + within
+        while True:
+            for task in self.background:
+                if task.done():
+                    task.result()  # raises what ended it
+                    raise RuntimeError(f"{task.get_coro()} ended")
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not within {within} s; logs in {self.log_dir}")
+            await asyncio.sleep(0.5)
 
 
-class KubeProxyStandIn:
-    """Stand-in for kube-proxy: each new client connection goes to a ready backend chosen at
-    random, and stays there for its lifetime (kube-proxy balances connections, not requests)."""
-
-    def __init__(self) -> None:
-        self.endpoints: list[Pod] = []
-        self.connections: Counter[str] = Counter()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        if not self.endpoints:  # no ready endpoint: the connection is refused
-            client_w.close()
-            return
-        pod = random.choice(self.endpoints)  # noqa: S311 - load balancing, not security
-        try:
-            backend_r, backend_w = await asyncio.open_connection("127.0.0.1", pod.port)
-        except OSError:
-            client_w.close()
-            return
-        self.connections[pod.name] += 1
-        await asyncio.gather(_pipe(client_r, backend_w), _pipe(backend_r, client_w))
-        for writer in (client_w, backend_w):
-            writer.close()
+@contextlib.contextmanager
+def control_plane(workdir: Path, log_dir: Path) -> Iterator[ControlPlane]:
+    operator_user = User(OPERATOR_USER, os.urandom(16).hex(), ("system:masters",))
+    with ControlPlane.start(workdir, log_dir / "control-plane", [operator_user]) as cp:
+        for crd in (SERVICE_MONITOR.copy, CRD_PATH):
+            cp.kubectl("apply", "--server-side", "-f", str(crd))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all")
+        with cp.client() as http:
+            http.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+        yield cp
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy one direction until EOF, then half-close, so each side sees the other's close."""
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
-
-
-class ReplicaSetStandIn:
-    """Stand-in for the Deployment's ReplicaSet, the kubelet's readiness probe and the
-    endpoints controller: server processes as pods, ready ones in the proxy's endpoints."""
-
-    def __init__(self, proxy: KubeProxyStandIn, env: dict[str, str], log_dir: Path) -> None:
-        self.proxy = proxy
-        self.env = env
-        self.log_dir = log_dir
-        self.pods: list[Pod] = []  # not being deleted: what the HPA counts
-        self.every_pod: list[Pod] = []
-        self.terminating: set[asyncio.Task[None]] = set()
-        self.probes: set[asyncio.Task[None]] = set()
-        self.turned_ready = asyncio.Queue[Pod]()
-
-    async def add_pod(self) -> Pod:
-        name = f"pod-{len(self.every_pod) + 1}"
-        port, metrics_port = free_port(), free_port()
-        # Each pod's engine threads on a core of its own, as a pod's CPU request gives it:
-        # a new pod adds capacity instead of sharing the first one's core.
-        core = len(self.every_pod) % (os.cpu_count() or 1)
-        env = self.env | {"VLLM_CPU_OMP_THREADS_BIND": str(core)}
-        log_file = (self.log_dir / f"{name}.log").open("wb")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "kuberank_server.commands.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-            env=env,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        log_file.close()
-        pod = Pod(name, port, metrics_port, process, time.monotonic())
-        self.pods.append(pod)
-        self.every_pod.append(pod)
-        probe = asyncio.create_task(self._probe_until_ready(pod))
-        self.probes.add(probe)
-        probe.add_done_callback(self.probes.discard)
-        return pod
-
-    async def _probe_until_ready(self, pod: Pod) -> None:
-        async with httpx.AsyncClient(timeout=2) as client:
-            while pod in self.pods and pod.process.returncode is None:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"{pod.url}/ready")).status_code == 200:
-                        pod.ready_at = time.monotonic()
-                        self.proxy.endpoints.append(pod)
-                        log(f"{pod.name} ready after {pod.ready_at - pod.created_at:.1f} s")
-                        self.turned_ready.put_nowait(pod)
-                        return
-                await asyncio.sleep(1)
-        if pod.process.returncode is not None:
-            log(f"{pod.name} exited before turning ready; see {self.log_dir}")
-
-    def remove_newest(self) -> None:
-        pod = self.pods.pop()
-        task = asyncio.create_task(self._terminate(pod))
-        self.terminating.add(task)
-        task.add_done_callback(self.terminating.discard)
-
-    async def _terminate(self, pod: Pod) -> None:
-        """A pod deletion: out of the endpoints at once, preStop sleep, SIGTERM, drain."""
-        if pod in self.proxy.endpoints:
-            self.proxy.endpoints.remove(pod)
-        await asyncio.sleep(PRE_STOP_SLEEP_SECONDS)
-        if pod.process.returncode is None:
-            pod.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(pod.process.wait(), DRAIN_TIMEOUT_SECONDS + 30)
-        except TimeoutError:
-            pod.process.kill()
-            await pod.process.wait()
-        log(f"{pod.name} stopped (exit {pod.process.returncode})")
-
-    async def delete_all(self) -> None:
-        while self.pods:
-            self.remove_newest()
-        await asyncio.gather(*self.terminating)
+async def answered_requests(client: httpx.AsyncClient, url: str) -> float:
+    """A pod's API requests answered so far (its own kuberank_requests_total)."""
+    response = await client.get(f"{url}/metrics")
+    response.raise_for_status()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "kuberank_requests_total" and sample.labels.get("route") == RERANK_ROUTE
+    )
 
 
 @dataclass
 class Load:
     """Closed-loop callers (each sends its next request once the last is answered) sharing
-    CALLING_SERVICES keep-alive connection pools through the proxy."""
+    CALLING_SERVICES keep-alive connection pools through the Service."""
 
     base_url: str
     clients: list[httpx.AsyncClient] = field(default_factory=list)
@@ -323,165 +296,217 @@ class Load:
 
 
 @dataclass
-class Timeline:
-    started: float
+class ReplicaWatch:
+    """The Deployment's spec.replicas (what the HPA set) and readyReplicas, every half second."""
+
+    bench: Bench
+    name: str
+    started: float = field(default_factory=time.monotonic)
     changes: list[list[float]] = field(default_factory=list)
+    replicas: int = 0
+    set_at: dict[int, float] = field(default_factory=dict)  # replicas -> when last set to it
 
-    def record(self, replicas: int, ready: int) -> None:
-        if not self.changes or self.changes[-1][1:] != [replicas, ready]:
-            self.changes.append([round(time.monotonic() - self.started, 1), replicas, ready])
-
-
-async def autoscale(
-    replica_set: ReplicaSetStandIn,
-    hpa: HorizontalPodAutoscaler,
-    timeline: Timeline,
-    scale_downs: list[float],
-) -> None:
-    """The HPA's sync loop: scrape each pod's gauge, compute, scale the ReplicaSet."""
-    async with httpx.AsyncClient(timeout=2) as client:
+    async def run(self) -> None:
         while True:
-            pods = list(replica_set.pods)
-            scraped = await asyncio.gather(*(pod.scrape(client) for pod in pods))
-            values = {
-                pod.name: (None if sample is None else sample["in_progress"])
-                for pod, sample in zip(pods, scraped, strict=True)
-            }
-            now = time.monotonic()
-            desired = hpa.desired_replicas(now, len(pods), {CONCURRENCY_METRIC: values})
-            if desired != len(pods):
-                log(f"HPA: {values} -> {desired} replicas")
-            for _ in range(desired - len(pods)):
-                await replica_set.add_pod()
-            for _ in range(len(pods) - desired):
-                replica_set.remove_newest()
-                scale_downs.append(now)
-            timeline.record(len(replica_set.pods), len(replica_set.proxy.endpoints))
-            await asyncio.sleep(SYNC_SECONDS)
+            deployment = await self.bench.get(DEPLOYMENTS.path(NAMESPACE, self.name))
+            if deployment is not None:
+                replicas = int(deployment["spec"].get("replicas", 0))
+                ready = int((deployment.get("status") or {}).get("readyReplicas", 0))
+                if replicas != self.replicas:
+                    self.set_at[replicas] = time.monotonic()
+                    self.replicas = replicas
+                if not self.changes or self.changes[-1][1:] != [replicas, ready]:
+                    at = round(time.monotonic() - self.started, 1)
+                    self.changes.append([at, replicas, ready])
+            await asyncio.sleep(0.5)
 
 
-async def run_mode(mode: str, cache_dir: Path, log_dir: Path) -> dict[str, Any]:
-    max_requests, max_age = MODES[mode]
-    env = dict(os.environ) | {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "KUBERANK_AUTH_MODE": "disabled",
-        "KUBERANK_MAX_REQUESTS_PER_CONNECTION": str(max_requests),
-        "KUBERANK_MAX_CONNECTION_AGE_SECONDS": str(max_age),
-        "KUBERANK_DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS),
-        # One compile cache for every pod, as on the service's cache volume.
-        "KUBERANK_COMPILE_CACHE_DIR": str(cache_dir),
+async def hpa_reads_its_metric(bench: Bench, name: str) -> bool:
+    hpa = await bench.get(AUTOSCALERS.path(NAMESPACE, name))
+    conditions = ((hpa or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "ScalingActive" and c["status"] == "True" for c in conditions)
+
+
+async def run_mode(bench: Bench, mode: str) -> dict[str, Any]:
+    name = f"ranker-{mode.replace('_', '-')}"
+    kubelet = bench.kubelet
+    log(f"{mode}: RerankerService {name} (traffic {MODES[mode]})")
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": CACHE_SIZE},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": CACHE_STORAGE_CLASS,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(bench.workdir / "volumes" / name)},
+        },
     }
-    proxy = KubeProxyStandIn()
-    await proxy.start()
-    mode_dir = log_dir / mode
-    mode_dir.mkdir()
-    replica_set = ReplicaSetStandIn(proxy, env, mode_dir)
-    hpa = HorizontalPodAutoscaler(
-        min_replicas=MIN_REPLICAS,
-        max_replicas=MAX_REPLICAS,
-        targets={CONCURRENCY_METRIC: TARGET_CONCURRENCY},
-        scale_down_stabilization_seconds=SCALE_DOWN_STABILIZATION_SECONDS,
+    (await bench.api.post("/api/v1/persistentvolumes", json=volume)).raise_for_status()
+    created = await bench.api.post(RERANKERS.path(NAMESPACE), json=reranker_service(name, mode))
+    created.raise_for_status()
+    monitor = await bench.wait(
+        lambda: bench.get(SERVICE_MONITORS.path(NAMESPACE, name)), "the ServiceMonitor", 60
     )
-    load = Load(f"http://127.0.0.1:{proxy.port}")
-    scale_downs: list[float] = []
+    discovery = PrometheusOperatorStandIn(bench.cp, monitor, kubelet, bench.prometheus_dir)
+    autoscaling_stack.reload_prometheus(
+        bench.cp, bench.prometheus_dir, prometheus_config([discovery.job()])
+    )
+    proxy = KubeProxyStandIn(bench.cp, NAMESPACE, name, kubelet)
+    watch = ReplicaWatch(bench, name)
+    tasks = [bench.start(proxy.run()), bench.start(discovery.run())]
+    load: Load | None = None
+    max_requests, max_age = MODES[mode]
     result: dict[str, Any] = {
         "traffic": {"maxRequestsPerConnection": max_requests, "maxConnectionAgeSeconds": max_age}
     }
-    controller: asyncio.Task[None] | None = None
     try:
-        log(f"{mode}: starting the first pod (traffic {max_requests} requests / {max_age} s)")
-        first = await replica_set.add_pod()
-        try:
-            await asyncio.wait_for(replica_set.turned_ready.get(), READY_TIMEOUT_SECONDS)
-        except TimeoutError:
-            raise RuntimeError(f"{first.name} not ready; see {mode_dir}") from None
-        timeline = Timeline(time.monotonic())
-        controller = asyncio.create_task(autoscale(replica_set, hpa, timeline, scale_downs))
+        await bench.wait(lambda: kubelet.ready_pods() == 1, "the first pod", READY_TIMEOUT_SECONDS)
+        (first,) = kubelet.pods
+        await bench.wait(lambda: proxy.endpoints, "the first endpoint", 60)
+        load = Load(f"http://127.0.0.1:{proxy.port}")
+        await bench.wait(lambda: hpa_reads_its_metric(bench, name), "the HPA's metric", 180)
+        watch.started = time.monotonic()  # the timeline starts with the load
+        tasks.append(bench.start(watch.run()))
         load.set_callers(LOW_CALLERS)
         await asyncio.sleep(LOW_SECONDS)
         log(f"{mode}: load step {LOW_CALLERS} -> {HIGH_CALLERS} callers")
         step_at = time.monotonic()
         load.set_callers(HIGH_CALLERS)
-        try:
-            new = await asyncio.wait_for(replica_set.turned_ready.get(), READY_TIMEOUT_SECONDS)
-        except TimeoutError:
-            result |= {"new_replica_share": None, "scale_out_seconds": None}
-        else:
-            assert new.ready_at is not None
-            result["scale_out_seconds"] = round(new.ready_at - step_at, 1)
-            async with httpx.AsyncClient(timeout=5) as client:
-                before = [await pod.scrape(client) for pod in (first, new)]
-                await asyncio.sleep(SHARE_WINDOW_SECONDS)
-                after = [await pod.scrape(client) for pod in (first, new)]
-            served = [
-                (a or {}).get("answered", 0.0) - (b or {}).get("answered", 0.0)
-                for b, a in zip(before, after, strict=True)
-            ]
-            result["new_replica_share"] = round(served[1] / max(sum(served), 1.0), 3)
-            result["requests_in_window"] = {"first_pod": served[0], "new_pod": served[1]}
+        await bench.wait(lambda: watch.replicas == MAX_REPLICAS, "the HPA's scale-out", 180)
+        result["desired_replicas_seconds"] = round(watch.set_at[MAX_REPLICAS] - step_at, 1)
+        hpa = await bench.get(AUTOSCALERS.path(NAMESPACE, name))
+        result["hpa_metrics_at_scale_out"] = (hpa or {}).get("status", {}).get("currentMetrics")
+        await bench.wait(lambda: kubelet.ready_pods() == 2, "the new pod", READY_TIMEOUT_SECONDS)
+        (new,) = [pod for pod in kubelet.pods.values() if pod.name != first]
+        assert new.ready_at is not None
+        result["new_pod_ready_seconds"] = round(new.ready_at - step_at, 1)
+        urls = [kubelet.pods[first].url(METRICS_PORT), new.url(METRICS_PORT)]
+        async with httpx.AsyncClient(timeout=5) as client:
+            before = [await answered_requests(client, url) for url in urls]
+            await asyncio.sleep(SHARE_WINDOW_SECONDS)
+            after = [await answered_requests(client, url) for url in urls]
+        served = [a - b for a, b in zip(after, before, strict=True)]
+        result["new_replica_share"] = round(served[1] / max(sum(served), 1.0), 3)
+        result["requests_in_window"] = {"first_pod": served[0], "new_pod": served[1]}
+        answer = proxy.first_answer.get(new.name)
+        result["first_answer_seconds"] = None if answer is None else round(answer - step_at, 1)
         log(f"{mode}: load step {HIGH_CALLERS} -> {LOW_CALLERS} callers")
-        low_from = time.monotonic()
+        low_at = time.monotonic()
         load.set_callers(LOW_CALLERS)
-        await asyncio.sleep(LOW_AFTER_SECONDS)
-        result["scale_downs_in_low_phase"] = sum(1 for t in scale_downs if t >= low_from)
+        await bench.wait(
+            lambda: watch.replicas == MIN_REPLICAS, "the HPA's scale-in", SCALE_IN_TIMEOUT_SECONDS
+        )
+        result["scale_in_seconds"] = round(watch.set_at[MIN_REPLICAS] - low_at, 1)
+        await bench.wait(lambda: len(kubelet.pods) == 1, "the removed pod gone", 120)
     finally:
-        if controller is not None:
-            controller.cancel()
-        await load.stop()
-        await replica_set.delete_all()
-        await proxy.stop()
+        if load is not None:
+            await load.stop()
+        for task in tasks:
+            await bench.stop(task)
+        await bench.api.delete(RERANKERS.path(NAMESPACE, name))
+        await bench.wait(lambda: not kubelet.pods, f"{name}'s pods gone", 120)
+    assert load is not None  # the try block ran to its end
     result |= {
-        "replicas_over_time": timeline.changes,
+        "replicas_over_time": watch.changes,
         "failed_requests": sum(load.failures.values()),
         "failures_by_kind": dict(load.failures),
         "answered_requests": load.answered,
         "connections_per_pod": dict(proxy.connections),
-        # Engine start to ready, per pod in start order; the compile cache is shared.
-        "pod_start_seconds": [
-            round(pod.ready_at - pod.created_at, 1)
-            for pod in replica_set.every_pod
-            if pod.ready_at is not None
-        ],
+        # Process start to Ready, per pod in start order (each compiles: emptyDir caches).
+        "pod_start_seconds": kubelet.start_seconds(name),
     }
     return result
 
 
+def prometheus_config(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"global": {"scrape_interval": SCRAPE_INTERVAL}, "scrape_configs": jobs}
+
+
+async def node_ready(bench: Bench) -> bool:
+    """Ready, and the not-ready taint lifted by the node lifecycle controller."""
+    node = await bench.get(f"/api/v1/nodes/{NODE}")
+    conditions = ((node or {}).get("status") or {}).get("conditions") or []
+    taints = ((node or {}).get("spec") or {}).get("taints") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not taints
+
+
 async def main_async() -> dict[str, Any]:
-    # SIGTERM or SIGINT (ignored by default in a background job) cancel the run, and each
-    # mode's clean-up stops its server processes before the bench exits.
+    # SIGTERM or SIGINT (ignored by default in a background job) cancel the run, and the
+    # clean-up stops the server processes and the control plane before the bench exits.
     main_task = asyncio.current_task()
     assert main_task is not None
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(stop_signal, main_task.cancel)
-    results: dict[str, Any] = {}
     log_dir = LOG_DIR / time.strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True)
-    log(f"server logs in {log_dir}")
-    with tempfile.TemporaryDirectory(prefix="kuberank-compile-cache-") as cache_dir:
-        for mode in MODES:
-            results[mode] = await run_mode(mode, Path(cache_dir), log_dir)
-            log(f"{mode}: {json.dumps(results[mode])}")
+    log(f"logs in {log_dir}")
+    results: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="kuberank-autoscale-") as workdir,
+        control_plane(Path(workdir), log_dir) as cp,
+    ):
+        async with cp.async_client(timeout=30) as api:
+            kubelet = KubeletStandIn(cp, NODE, NAMESPACE, log_dir / "pods")
+            bench = Bench(cp, api, kubelet, Path(workdir), log_dir)
+            kubelet_task = bench.start(kubelet.run())
+            operator = OperatorProcess(
+                cp,
+                NAMESPACE,
+                log_dir / "operator.log",
+                env={
+                    "KUBERANK_OPERATOR_AUTOSCALING_DRIVER": "hpa",
+                    "KUBERANK_OPERATOR_DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS),
+                },
+            )
+            try:
+                await bench.wait(lambda: node_ready(bench), f"node {NODE}", 60)
+                url = await asyncio.to_thread(
+                    autoscaling_stack.start_prometheus,
+                    cp,
+                    bench.prometheus_dir,
+                    prometheus_config([]),
+                )
+                await asyncio.to_thread(
+                    autoscaling_stack.start_prometheus_adapter,
+                    cp,
+                    bench.workdir / "prometheus-adapter",
+                    url,
+                    shipped_adapter_rules(),
+                    ADAPTER_RELIST_INTERVAL,
+                )
+                await asyncio.to_thread(operator.start)
+                for mode in MODES:
+                    results[mode] = await run_mode(bench, mode)
+                    log(f"{mode}: {json.dumps(results[mode])}")
+            finally:
+                operator.stop()
+                await bench.stop(kubelet_task)
     summary: dict[str, Any] = {
-        key: {mode: results[mode].get(key) for mode in MODES}
+        key: {"hpa": {mode: results[mode].get(key) for mode in MODES}, "keda": None}
         for key in (
+            "desired_replicas_seconds",
+            "first_answer_seconds",
             "new_replica_share",
-            "scale_out_seconds",
-            "replicas_over_time",
             "failed_requests",
+            "scale_in_seconds",
+            "replicas_over_time",
         )
     }
+    summary["not_run"] = {"keda": KEDA_NOT_RUN}
     summary["settings"] = {
         "target_concurrency": TARGET_CONCURRENCY,
         "max_replicas": MAX_REPLICAS,
-        "hpa_sync_seconds": SYNC_SECONDS,
         "scale_down_stabilization_seconds": SCALE_DOWN_STABILIZATION_SECONDS,
+        "scrape_interval": SCRAPE_INTERVAL,
+        "adapter_relist_interval": ADAPTER_RELIST_INTERVAL,
         "callers": [LOW_CALLERS, HIGH_CALLERS, LOW_CALLERS],
         "share_window_seconds": SHARE_WINDOW_SECONDS,
     }
-    # Other work on the machine slows engine starts, hence scale_out_seconds: say how busy.
+    # Other work on the machine slows engine starts: say how busy it was.
     summary["load_average_1m_at_end"] = round(os.getloadavg()[0], 1)
-    summary["details"] = results
+    summary["details"] = {"hpa": results}
     return summary
 
 
