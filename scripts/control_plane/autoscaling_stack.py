@@ -16,38 +16,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from scripts.control_plane import build
-from scripts.control_plane.cluster import ControlPlane, free_port
+from scripts.control_plane.cluster import ControlPlane, free_port, wait_ready
 
 CUSTOM_METRICS = "custom.metrics.k8s.io"
 # The HPA controller asks for v1beta2; kubectl and older clients for v1beta1.
 CUSTOM_METRICS_VERSIONS = ("v1beta1", "v1beta2")
 PROMETHEUS = "prometheus"
 ADAPTER = "prometheus-adapter"
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    """Until `url` answers 200; fails at once if the process exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited with {process.returncode}; see {log}")
-        try:
-            # The adapter's self-signed serving certificate: nothing to verify it with.
-            if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{log.stem} not ready after {timeout} s; see {log}")
-        time.sleep(0.5)
 
 
 def start_prometheus(cp: ControlPlane, workdir: Path, config: dict[str, Any]) -> str:

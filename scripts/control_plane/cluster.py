@@ -101,6 +101,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60, every: float = 0.5
+) -> None:
+    """Until `url` answers 200 (a process beside the control plane starting: a metrics adapter
+    with its self-signed certificate, the operator); fails at once if the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{log.stem} exited with {process.returncode}; see {log}")
+        try:
+            # The adapter's self-signed serving certificate: nothing to verify it with.
+            if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{log.stem} not ready after {timeout} s; see {log}")
+        time.sleep(every)
+
+
 # ---- certificates ---------------------------------------------------------------------------
 def _name(common_name: str, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from scripts.control_plane.cluster import ControlPlane, free_port
+from scripts.control_plane.cluster import ControlPlane, free_port, wait_ready
 from tests.control_plane import OPERATOR_USER
 from tests.operator.harness import CRD_PATH, JWT_SECRET_NAME, SECRETS, jwt_secret
 
@@ -142,19 +142,8 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the operator exited; see {self.log_path}")
-            try:
-                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the operator did not start in 30 s; see {self.log_path}")
-            time.sleep(0.1)
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        wait_ready(url, self.process, self.log_path, timeout=30, every=0.1)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """SIGTERM lets Kopf finish; SIGKILL is a crash (a node lost, an OOM kill)."""
