@@ -72,7 +72,8 @@ def _condition(kind: str, status: bool) -> dict[str, Any]:
 @dataclass
 class RunningPod:
     name: str
-    uid: str
+    container: str  # its one container's name and image
+    image: str
     ip: str
     loopback: dict[int, int]  # container port -> loopback port
     process: asyncio.subprocess.Process
@@ -113,12 +114,13 @@ class KubeletStandIn:
             if pod.name.startswith(prefix) and pod.ready_at is not None
         ]
 
+    def pod_at(self, ip: str) -> RunningPod | None:
+        return next((pod for pod in self.pods.values() if pod.ip == ip), None)
+
     def loopback(self, ip: str, container_port: int) -> int | None:
         """The loopback port serving `ip`:`container_port` (the pod network stand-in)."""
-        for pod in self.pods.values():
-            if pod.ip == ip:
-                return pod.loopback.get(container_port)
-        return None
+        pod = self.pod_at(ip)
+        return None if pod is None else pod.loopback.get(container_port)
 
     async def run(self) -> None:
         """Register the node, then heartbeat it and sync its pods until cancelled; a pod's
@@ -260,8 +262,9 @@ class KubeletStandIn:
         return argv, env
 
     async def _start(self, api: httpx.AsyncClient, pod: dict[str, Any]) -> None:
-        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        name = pod["metadata"]["name"]
         folder = self.log_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
         (container,) = pod["spec"]["containers"]
         loopback = {port["containerPort"]: free_port() for port in container.get("ports", [])}
         argv, env = await self._command(api, pod, folder, loopback)
@@ -276,7 +279,13 @@ class KubeletStandIn:
                 preexec_fn=lambda: os.sched_setaffinity(0, {core}),
             )
         running = RunningPod(
-            name, uid, str(next(self._addresses)), loopback, process, time.monotonic()
+            name,
+            container["name"],
+            container["image"],
+            str(next(self._addresses)),
+            loopback,
+            process,
+            time.monotonic(),
         )
         self.pods[name] = running
         self.every_pod.append(running)
@@ -290,7 +299,7 @@ class KubeletStandIn:
         """The startup probe until it passes, then the readiness probe at its period."""
         (container,) = pod["spec"]["containers"]
         startup, readiness = container["startupProbe"], container["readinessProbe"]
-        async with httpx.AsyncClient(timeout=readiness.get("timeoutSeconds", 1)) as client:
+        async with httpx.AsyncClient() as client:
 
             async def passes(probe: dict[str, Any]) -> bool:
                 port = next(
@@ -300,7 +309,8 @@ class KubeletStandIn:
                 )
                 with contextlib.suppress(httpx.TransportError):
                     url = running.url(port) + probe["httpGet"]["path"]
-                    return (await client.get(url)).status_code < 400
+                    timeout = probe.get("timeoutSeconds", 1)
+                    return (await client.get(url, timeout=timeout)).status_code < 400
                 return False
 
             while not await passes(startup):
@@ -385,8 +395,8 @@ class KubeletStandIn:
             ],
             "containerStatuses": [
                 {
-                    "name": "server",
-                    "image": "kuberank-server (this machine)",
+                    "name": running.container,
+                    "image": running.image,
                     "imageID": "",
                     "ready": ready,
                     "started": started,
@@ -556,15 +566,15 @@ class PrometheusOperatorStandIn:
                         if p.get("name") == endpoint["port"]
                     ]
                     for address in item.get("endpoints") or [] if ports else []:
-                        pod = (address.get("targetRef") or {}).get("name")
-                        port = self.kubelet.loopback(address["addresses"][0], ports[0])
+                        pod = self.kubelet.pod_at(address["addresses"][0])
+                        port = None if pod is None else pod.loopback.get(ports[0])
                         if pod is None or port is None:
                             continue
                         labels = {
                             "namespace": namespace,
                             "service": name,
-                            "pod": pod,
-                            "container": "server",
+                            "pod": pod.name,
+                            "container": pod.container,
                             "endpoint": endpoint["port"],
                         }
                         targets.append({"targets": [f"127.0.0.1:{port}"], "labels": labels})
