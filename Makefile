@@ -61,7 +61,7 @@ $(ADAPTER): scripts/control_plane/versions.toml scripts/control_plane/build.py $
 	$(PY) -m scripts.control_plane.build --autoscalers prometheus-adapter
 
 .PHONY: autoscalers
-autoscalers: $(ADAPTER) ## build prometheus-adapter into .tools/ (cold: 13 min on 2 busy cores); KEDA: `python -m scripts.control_plane.build --autoscalers keda` (did not finish in 20 min here)
+autoscalers: $(ADAPTER) ## build prometheus-adapter into .tools/ (cold: 13 min on 2 busy cores); KEDA: `python -m scripts.control_plane.build --autoscalers keda` (cold: 889 s on 2 idle cores; nothing runs it yet)
 
 .PHONY: control-plane
 control-plane: $(CONTROL_PLANE) ## build the local Kubernetes control plane into .tools/ (cold: 37 min measured on 2 busy cores; warm: a link step, ~30 s)

@@ -141,7 +141,7 @@ def _drive_every_feature(kube: Cluster, name: str) -> None:
     kube.patch(RERANKERS, name, {"spec": spec})
     kube.wait_until(lambda: kube.get(CLAIMS, name), "the cache claim")
     scaled = kube.wait_until(lambda: kube.get(SCALED_OBJECTS, name), "the ScaledObject")
-    # STAND-IN for KEDA's operator (not built here): it makes the HPA the ScaledObject names
+    # STAND-IN for KEDA's operator (not run here yet): it makes the HPA the ScaledObject names
     # its own (tests/operator/test_keda_on_control_plane.py plays the whole update).
     keda = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": name,
             "uid": scaled["metadata"]["uid"], "controller": True}  # fmt: skip
