@@ -62,7 +62,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from scripts.control_plane import autoscaling_stack
-from scripts.control_plane.cluster import ControlPlane, User
+from scripts.control_plane.cluster import ControlPlane, User, node_ready
 from scripts.upstream_crds import SERVICE_MONITOR
 from tests.charts.adapter_stand_in import shipped_adapter_rules
 from tests.control_plane import OPERATOR_USER
@@ -425,12 +425,8 @@ def prometheus_config(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"global": {"scrape_interval": SCRAPE_INTERVAL}, "scrape_configs": jobs}
 
 
-async def node_ready(bench: Bench) -> bool:
-    """Ready, and the not-ready taint lifted by the node lifecycle controller."""
-    node = await bench.get(f"/api/v1/nodes/{NODE}")
-    conditions = ((node or {}).get("status") or {}).get("conditions") or []
-    taints = ((node or {}).get("spec") or {}).get("taints") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not taints
+async def _ready_node(bench: Bench, path: str) -> bool:
+    return node_ready(await bench.get(path))
 
 
 async def main_async() -> dict[str, Any]:
@@ -462,7 +458,8 @@ async def main_async() -> dict[str, Any]:
                 },
             )
             try:
-                await bench.wait(lambda: node_ready(bench), f"node {NODE}", 60)
+                node = f"/api/v1/nodes/{NODE}"
+                await bench.wait(lambda: _ready_node(bench, node), f"node {NODE}", 60)
                 url = await asyncio.to_thread(
                     autoscaling_stack.start_prometheus,
                     cp,

@@ -655,7 +655,7 @@ class ControlPlane:
         with self.client() as http:
             http.post("/api/v1/nodes", json=node, timeout=10).raise_for_status()
         if wait:
-            self._wait_for(f"node {name}", lambda: _node_ready(self.get(f"/api/v1/nodes/{name}")))
+            self._wait_for(f"node {name}", lambda: node_ready(self.get(f"/api/v1/nodes/{name}")))
         return node
 
     def remove_node(self, name: str) -> None:
@@ -663,7 +663,7 @@ class ControlPlane:
             http.delete(f"/api/v1/nodes/{name}", timeout=10)
 
 
-def _node_ready(node: dict[str, Any] | None) -> bool:
+def node_ready(node: dict[str, Any] | None) -> bool:
     """Ready, and schedulable: the not-ready taint lifted."""
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
     taints = ((node or {}).get("spec") or {}).get("taints") or []
