@@ -122,14 +122,14 @@ def wait_ready(
 
 
 # ---- certificates ---------------------------------------------------------------------------
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
+def x509_name(common_name: str, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return x509.Name(attributes)
 
 
-def _pem_key(key: Any) -> bytes:
+def pem_key(key: Any) -> bytes:
     return bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -139,7 +139,7 @@ def _pem_key(key: Any) -> bytes:
     )
 
 
-def _certificate(
+def certificate(
     subject: x509.Name,
     public_key: Any,
     issuer: tuple[x509.Name, Any] | None,
@@ -201,11 +201,11 @@ class Pki:
 
         def authority(common_name: str, prefix: str) -> tuple[x509.Name, Any]:
             key = ec.generate_private_key(ec.SECP256R1())
-            name = _name(common_name)
-            files[f"{prefix}_cert"] = _certificate(
+            name = x509_name(common_name)
+            files[f"{prefix}_cert"] = certificate(
                 name, key.public_key(), None, key, ca=True
             ).public_bytes(serialization.Encoding.PEM)
-            files[f"{prefix}_key"] = _pem_key(key)
+            files[f"{prefix}_key"] = pem_key(key)
             return name, key
 
         ca = authority("kuberank-local-ca", "ca")
@@ -220,17 +220,21 @@ class Pki:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         )
-        files["serving_cert"] = _certificate(
-            _name("kube-apiserver"), serving_key.public_key(), ca, None, server_names=names
+        files["serving_cert"] = certificate(
+            x509_name("kube-apiserver"), serving_key.public_key(), ca, None, server_names=names
         ).public_bytes(serialization.Encoding.PEM)
-        files["serving_key"] = _pem_key(serving_key)
+        files["serving_key"] = pem_key(serving_key)
         proxy_key = ec.generate_private_key(ec.SECP256R1())
-        files["front_proxy_client_cert"] = _certificate(
-            _name("front-proxy-client"), proxy_key.public_key(), front_proxy_ca, None, client=True
+        files["front_proxy_client_cert"] = certificate(
+            x509_name("front-proxy-client"),
+            proxy_key.public_key(),
+            front_proxy_ca,
+            None,
+            client=True,
         ).public_bytes(serialization.Encoding.PEM)
-        files["front_proxy_client_key"] = _pem_key(proxy_key)
+        files["front_proxy_client_key"] = pem_key(proxy_key)
         account_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        files["service_account_key"] = _pem_key(account_key)
+        files["service_account_key"] = pem_key(account_key)
         files["service_account_public_key"] = account_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
