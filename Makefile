@@ -10,6 +10,7 @@ PIP := $(PY) -m pip
 TOOLS := .tools
 CONTROL_PLANE := $(TOOLS)/control-plane/stamp.json
 ADAPTER := $(TOOLS)/autoscalers/prometheus-adapter.stamp
+KEDA := $(TOOLS)/autoscalers/keda.stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -60,8 +61,13 @@ $(CONTROL_PLANE): scripts/control_plane/versions.toml scripts/control_plane/buil
 $(ADAPTER): scripts/control_plane/versions.toml scripts/control_plane/build.py $(VENV)/.installed
 	$(PY) -m scripts.control_plane.build --autoscalers prometheus-adapter
 
+# KEDA's operator and metrics server from KEDA's Go module, for the autoscaling benchmark's
+# driver keda (not in `make test`: its cold build would take a cold run past an hour).
+$(KEDA): scripts/upstream_crds.py scripts/control_plane/build.py $(VENV)/.installed
+	$(PY) -m scripts.control_plane.build --autoscalers keda
+
 .PHONY: autoscalers
-autoscalers: $(ADAPTER) ## build prometheus-adapter into .tools/ (cold: 13 min on 2 busy cores); KEDA: `python -m scripts.control_plane.build --autoscalers keda` (cold: 889 s on 2 idle cores; nothing runs it yet)
+autoscalers: $(ADAPTER) $(KEDA) ## build prometheus-adapter (cold: 13 min on 2 busy cores) and KEDA (cold: 889 s on 2 idle cores) into .tools/
 
 .PHONY: control-plane
 control-plane: $(CONTROL_PLANE) ## build the local Kubernetes control plane into .tools/ (cold: 37 min measured on 2 busy cores; warm: a link step, ~30 s)
@@ -83,7 +89,7 @@ cluster: setup $(CONTROL_PLANE) ## a local Kubernetes control plane with fake GP
 	$(PY) -m scripts.control_plane.cluster
 
 .PHONY: bench
-bench: setup tools $(CONTROL_PLANE) $(ADAPTER) ## benchmarks: operator on the local control plane, JWT verification, our server vs vllm serve, autoscaling on the local control plane (JSON last line)
+bench: setup tools $(CONTROL_PLANE) $(ADAPTER) $(KEDA) ## benchmarks: operator on the local control plane, JWT verification, our server vs vllm serve, autoscaling on the local control plane (JSON last line)
 	$(PY) -m benchmarks.operator_bench
 	$(PY) -m benchmarks.auth_bench
 	$(PY) -m benchmarks.server_bench
