@@ -449,18 +449,11 @@ class KubeProxyStandIn:
             self._server.close()
 
     async def _sync(self, api: httpx.AsyncClient) -> None:
-        response = await api.get(
-            f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices",
-            params={"labelSelector": f"kubernetes.io/service-name={self.service}"},
-        )
-        response.raise_for_status()
         endpoints = {}
-        for item in response.json()["items"]:
-            ports = [p["port"] for p in item.get("ports") or [] if p.get("name") == "http"]
-            for endpoint in item.get("endpoints") or [] if ports else []:
-                if (endpoint.get("conditions") or {}).get("ready"):
-                    pod = (endpoint.get("targetRef") or {}).get("name", endpoint["addresses"][0])
-                    endpoints[pod] = (endpoint["addresses"][0], ports[0])
+        for endpoint, port in await service_endpoints(api, self.namespace, self.service, "http"):
+            if (endpoint.get("conditions") or {}).get("ready"):
+                pod = (endpoint.get("targetRef") or {}).get("name", endpoint["addresses"][0])
+                endpoints[pod] = (endpoint["addresses"][0], port)
         if endpoints.keys() != self.endpoints.keys():
             log(f"service {self.service}: endpoints {sorted(endpoints)}")
         self.endpoints = endpoints
@@ -486,6 +479,24 @@ class KubeProxyStandIn:
         await asyncio.gather(_pipe(client_r, backend_w), _pipe(backend_r, client_w, answered))
         for writer in (client_w, backend_w):
             writer.close()
+
+
+async def service_endpoints(
+    api: httpx.AsyncClient, namespace: str, service: str, port_name: str
+) -> list[tuple[dict[str, Any], int]]:
+    """Every endpoint of the Service's EndpointSlices (ready or not: the caller decides), with
+    the number of its port named `port_name`; slices without that port give none."""
+    response = await api.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+        params={"labelSelector": f"kubernetes.io/service-name={service}"},
+    )
+    response.raise_for_status()
+    found = []
+    for item in response.json()["items"]:
+        ports = [p["port"] for p in item.get("ports") or [] if p.get("name") == port_name]
+        if ports:
+            found += [(endpoint, ports[0]) for endpoint in item.get("endpoints") or []]
+    return found
 
 
 async def _pipe(
@@ -554,30 +565,21 @@ class PrometheusOperatorStandIn:
             services.raise_for_status()
             for service in services.json()["items"]:
                 name = service["metadata"]["name"]
-                slices = await api.get(
-                    f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                    params={"labelSelector": f"kubernetes.io/service-name={name}"},
-                )
-                slices.raise_for_status()
-                for item in slices.json()["items"]:
-                    ports = [
-                        p["port"]
-                        for p in item.get("ports") or []
-                        if p.get("name") == endpoint["port"]
-                    ]
-                    for address in item.get("endpoints") or [] if ports else []:
-                        pod = self.kubelet.pod_at(address["addresses"][0])
-                        port = None if pod is None else pod.loopback.get(ports[0])
-                        if pod is None or port is None:
-                            continue
-                        labels = {
-                            "namespace": namespace,
-                            "service": name,
-                            "pod": pod.name,
-                            "container": pod.container,
-                            "endpoint": endpoint["port"],
-                        }
-                        targets.append({"targets": [f"127.0.0.1:{port}"], "labels": labels})
+                for address, port in await service_endpoints(
+                    api, namespace, name, endpoint["port"]
+                ):
+                    pod = self.kubelet.pod_at(address["addresses"][0])
+                    loopback = None if pod is None else pod.loopback.get(port)
+                    if pod is None or loopback is None:
+                        continue
+                    labels = {
+                        "namespace": namespace,
+                        "service": name,
+                        "pod": pod.name,
+                        "container": pod.container,
+                        "endpoint": endpoint["port"],
+                    }
+                    targets.append({"targets": [f"127.0.0.1:{loopback}"], "labels": labels})
         content = json.dumps(targets, sort_keys=True)
         if content != self.targets_file.read_text():
             # Prometheus watches the file: replace it whole, never half-written.
